@@ -1,0 +1,56 @@
+# Two commands do everything, each setting itself up on first use:
+#   make demo   - run the main job: python pipelines/full.py on its embedded default (offline when no ClearML server)
+#   make test   - run the whole test suite
+# Everything else here is what those two call, plus benchmarks and lint.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+CACHE := .cache
+# Tests never reach the network: the proxy points at a closed local port.
+OFFLINE_ENV := HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 http_proxy=http://127.0.0.1:9 \
+	https_proxy=http://127.0.0.1:9 NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost \
+	YOLO_OFFLINE=1 HF_HUB_OFFLINE=1 CLEARML_OFFLINE_MODE=1 NO_ALBUMENTATIONS_UPDATE=1
+
+.PHONY: demo test setup weights triton-venv bench lint clean help
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make demo   run the pipeline (pipelines/full.py) on its embedded default"
+	@echo "make test   run the whole test suite"
+	@echo "make bench  run every benchmark (tables printed, JSON in benchmarks/results/)"
+	@echo "make lint   ruff"
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+setup: $(VENV)/.installed weights triton-venv
+
+# MediaPipe's hand models, read out of the mediapipe 0.10.21 wheel (downloaded once, cached).
+weights: $(VENV)/.installed
+	$(PY) -m components.weights fetch --cache_dir $(CACHE)/mediapipe
+
+# The Triton server's own venv (numpy<2, bundled tritonserver from nvidia-pytriton).
+triton-venv: .venv-triton/.installed
+.venv-triton/.installed: requirements-triton.txt tools/setup_triton_venv.sh
+	PYTHON=$(PYTHON) bash tools/setup_triton_venv.sh
+
+demo: setup
+	$(PY) pipelines/full.py
+
+test: setup
+	$(OFFLINE_ENV) $(PY) -m pytest -q
+
+bench: setup
+	for b in data models train gmae tracking latency triton; do \
+		test -f benchmarks/$$b.py && $(OFFLINE_ENV) $(PY) -m benchmarks.$$b || exit 1; done
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf outputs runs .pytest_cache

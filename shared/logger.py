@@ -1,0 +1,99 @@
+"""Experiment loggers: stage functions receive one and never import ClearML.
+
+`get_logger(output_dir)` returns a logger that always writes local files
+(`metrics.jsonl`, plots as PNG) and, when a ClearML task is active in this
+process, also reports to it. ClearML is imported lazily, inside the call.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+
+class ExperimentLogger:
+    """Local logger: scalars to `metrics.jsonl`, images/plots as files."""
+
+    def __init__(self, output_dir: str | Path | None = None) -> None:
+        self.output_dir = Path(output_dir) if output_dir else None
+        if self.output_dir:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+
+    def _append(self, record: dict[str, Any]) -> None:
+        if not self.output_dir:
+            return
+        record = {"time": round(time.time(), 3), **record}
+        with open(self.output_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def log_params(self, params: dict[str, Any], name: str = "config") -> None:
+        self._append({"params": name, "values": params})
+
+    def log_scalar(self, title: str, series: str, value: float, step: int) -> None:
+        self._append({"title": title, "series": series, "value": float(value), "step": int(step)})
+
+    def log_scalars(self, values: dict[str, float], step: int) -> None:
+        for key, value in values.items():
+            title, _, series = key.partition("/")
+            self.log_scalar(title, series or title, value, step)
+
+    def log_matrix(self, title: str, matrix: Any, labels: list[str], step: int = 0) -> None:
+        self._append({"matrix": title, "labels": labels, "values": [list(map(float, r)) for r in matrix],
+                      "step": step})
+
+    def log_image(self, title: str, path: str | Path, step: int = 0) -> None:
+        self._append({"image": title, "path": str(path), "step": step})
+
+    def log_artifact(self, name: str, path: str | Path) -> None:
+        self._append({"artifact": name, "path": str(path)})
+
+
+class ClearMLLogger(ExperimentLogger):
+    """Writes the local files and reports the same to the active ClearML task."""
+
+    def __init__(self, task: Any, output_dir: str | Path | None = None) -> None:
+        super().__init__(output_dir)
+        self.task = task
+        self.clearml = task.get_logger()
+
+    def log_params(self, params: dict[str, Any], name: str = "config") -> None:
+        super().log_params(params, name)
+        self.task.connect(params, name=name)
+
+    def log_scalar(self, title: str, series: str, value: float, step: int) -> None:
+        super().log_scalar(title, series, value, step)
+        self.clearml.report_scalar(title=title, series=series, value=float(value), iteration=int(step))
+
+    def log_matrix(self, title: str, matrix: Any, labels: list[str], step: int = 0) -> None:
+        super().log_matrix(title, matrix, labels, step)
+        self.clearml.report_confusion_matrix(title=title, series=title, matrix=matrix, iteration=step,
+                                             xlabels=labels, ylabels=labels, xaxis="predicted",
+                                             yaxis="true")
+
+    def log_image(self, title: str, path: str | Path, step: int = 0) -> None:
+        super().log_image(title, path, step)
+        self.clearml.report_image(title=title, series=Path(path).stem, iteration=step, local_path=str(path))
+
+    def log_artifact(self, name: str, path: str | Path) -> None:
+        super().log_artifact(name, path)
+        self.task.upload_artifact(name=name, artifact_object=str(path))
+
+
+def current_clearml_task() -> Any:
+    """The active ClearML task of this process, or None (ClearML not installed/used)."""
+    import sys
+
+    if "clearml" not in sys.modules:  # never import it just to find nothing
+        return None
+    from clearml import Task
+
+    return Task.current_task()
+
+
+def get_logger(output_dir: str | Path | None = None) -> ExperimentLogger:
+    task = current_clearml_task()
+    if task is not None:
+        return ClearMLLogger(task, output_dir)
+    return ExperimentLogger(output_dir)
