@@ -35,9 +35,9 @@ weights: $(VENV)/.installed
 	$(PY) -m components.weights fetch --cache_dir $(CACHE)/mediapipe
 
 # The Triton server's own venv (numpy<2, bundled tritonserver from nvidia-pytriton).
-triton-venv: .venv-triton/.installed
-.venv-triton/.installed: requirements-triton.txt tools/setup_triton_venv.sh
-	PYTHON=$(PYTHON) bash tools/setup_triton_venv.sh
+# Idempotent: returns at once when .venv-triton matches requirements-triton.txt.
+triton-venv:
+	bash tools/setup_triton_venv.sh
 
 demo: setup
 	$(PY) pipelines/full.py
