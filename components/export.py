@@ -1,0 +1,52 @@
+"""Export a model for deployment.
+
+    python -m components.export onnx --model_type blazehand_full --weights mediapipe \\
+        --output_path outputs/export/blazehand_full.onnx --dynamic_batch --verify
+
+One subcommand per target format (`onnx` now; `tensorrt` plugs in the same way:
+a config dataclass, a stage function in shared/, a `_run_<target>` here).
+Inputs are NCHW float RGB in [0, 1]; tensor names come from shared/models/specs.py.
+A JSON summary is written next to the exported file.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from shared.config import add_config_args, load_config
+from shared.errors import run_cli
+from shared.models.export import OnnxExportConfig, export_onnx_stage
+
+
+def _run_onnx(args: argparse.Namespace) -> int:
+    cfg = load_config(OnnxExportConfig, args.config, args)
+    result = export_onnx_stage(cfg)
+    print(f"wrote {result.onnx_path} ({result.model_type}, {result.parameters:,} parameters, opset {result.opset}"
+          f"{', dynamic batch' if result.dynamic_batch else ''})")
+    if result.load_report:
+        print(f"weights: {result.load_report}")
+    for name, diff in result.max_abs_diff.items():
+        print(f"verify {name:16s} max |onnxruntime - torch| = {diff['abs']:.2e} (outputs up to {diff['ref']:.3g})")
+    print(f"summary: {result.summary_path}")
+    return 0
+
+
+# target name -> (config dataclass, runner); a new target adds one entry.
+TARGETS = {"onnx": (OnnxExportConfig, _run_onnx)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m components.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="target", required=True, metavar="{" + ",".join(TARGETS) + "}")
+    for name, (cls, runner) in TARGETS.items():
+        p = sub.add_parser(name, help=f"export to {name}")
+        p.add_argument("--config", help=f"YAML with {cls.__name__} keys (flags override it)")
+        add_config_args(p, cls)
+        p.set_defaults(run=runner)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    run_cli(main)

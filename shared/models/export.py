@@ -1,0 +1,168 @@
+"""Export registered models to ONNX and check the result against PyTorch.
+
+Each model is exported through its deployment wrapper (probabilities, decoded
+boxes) with tensor names from `shared.models.specs`, so ONNX files, TensorRT
+engines and Triton configs agree on one definition. The stage function
+`export_onnx_stage` writes the model, and a JSON summary next to it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from shared.config import option
+from shared.errors import UserError
+from shared.models.specs import ModelSpec, spec_for
+
+
+@dataclass
+class OnnxExportConfig:
+    model_type: str = option("blazehand_full", "registered model: blazehand_full|lite, blazepalm_full|lite, "
+                                               "timm:<name>")
+    weights: str = option("mediapipe", "'mediapipe', a .tflite, one of our .pth files, 'timm' (timm's "
+                                       "cached ImageNet weights) or 'none' (random init)")
+    output_path: str = option("outputs/export/model.onnx", "where to write the .onnx file")
+    img_size: int | None = option(None, "input side in pixels (default: the model's own, 224 hand / 192 palm)")
+    batch_size: int = option(1, "batch size of the example input (the fixed batch without --dynamic_batch)")
+    dynamic_batch: bool = option(False, "make the batch axis dynamic")
+    opset: int = option(17, "ONNX opset version")
+    verify: bool = option(False, "run the file in onnxruntime and compare with PyTorch")
+    atol: float = option(1e-4, "--verify accepts |onnxruntime - PyTorch| <= atol + rtol * |PyTorch|")
+    rtol: float = option(1e-6, "relative part of the --verify tolerance (pixel outputs reach ~200)")
+    num_gestures: int = option(5, "gesture classes of the hand model / classes of a timm classifier")
+
+
+@dataclass
+class OnnxExportResult:
+    onnx_path: str
+    model_type: str
+    weights: str
+    opset: int
+    dynamic_batch: bool
+    inputs: list[dict]
+    outputs: list[dict]
+    parameters: int
+    export_seconds: float
+    load_report: str = ""
+    max_abs_diff: dict[str, dict[str, float]] = field(default_factory=dict)  # per output: abs, ref (--verify)
+    summary_path: str = ""
+
+
+def build_model(model_type: str, weights: str | None, num_gestures: int = 5) -> nn.Module:
+    """A registered model with `weights` loaded ("none"/None = random init)."""
+    from shared.models.registry import create_model, resolve_name
+
+    model_type = resolve_name(model_type)
+    weights = None if weights in (None, "", "none", "random") else weights
+    if model_type.startswith("timm:"):
+        if weights == "mediapipe":
+            raise UserError(f"--weights mediapipe is for the blaze* models, not {model_type}; use 'timm', a .pth "
+                            "or 'none'")
+        return create_model(model_type, num_classes=num_gestures, pretrained=weights == "timm",
+                            pretrained_weights=None if weights == "timm" else weights)
+    if model_type.startswith("blazehand"):
+        return create_model(model_type, num_gestures=num_gestures, pretrained_weights=weights)
+    return create_model(model_type, pretrained_weights=weights)
+
+
+def export_wrapper(model: nn.Module) -> nn.Module:
+    """The deployment view of a model: outputs as in its spec."""
+    from shared.models.blazehand import BlazeHand, BlazeHandExport
+    from shared.models.blazepalm import BlazePalm, BlazePalmExport
+    from shared.models.classifier import ClassifierExport, TimmClassifier
+
+    if isinstance(model, BlazeHand):
+        return BlazeHandExport(model)
+    if isinstance(model, BlazePalm):
+        return BlazePalmExport(model)
+    if isinstance(model, TimmClassifier):
+        return ClassifierExport(model)
+    raise UserError(f"no export wrapper for {type(model).__name__}")
+
+
+def export_onnx(wrapper: nn.Module, spec: ModelSpec, output_path: str | Path, batch_size: int = 1,
+                dynamic_batch: bool = False, opset: int = 17) -> Path:
+    """Trace `wrapper` on a random [batch, 3, S, S] input and write an ONNX file named by `spec`."""
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = wrapper.eval()
+    example = torch.rand(batch_size, *spec.inputs[0].shape)
+    axes = {name: {0: "batch"} for name in spec.input_names + spec.output_names} if dynamic_batch else None
+    with warnings.catch_warnings(), torch.no_grad():
+        # The TorchScript exporter warns about shape arithmetic that it turns into
+        # constants; our spatial sizes are fixed per model, so that is intended.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapper, (example,), str(output_path), input_names=spec.input_names,
+                          output_names=spec.output_names, opset_version=opset, dynamic_axes=axes,
+                          do_constant_folding=True, dynamo=False)
+    return output_path
+
+
+def verify_onnx(onnx_path: str | Path, wrapper: nn.Module, spec: ModelSpec, batch_size: int = 2,
+                seed: int = 0) -> dict[str, dict[str, float]]:
+    """Per output on a random batch: max |onnxruntime - PyTorch| ("abs") and the largest
+    reference magnitude ("ref"), so a caller can apply atol + rtol * |ref|."""
+    import onnxruntime as ort
+
+    x = torch.rand(batch_size, *spec.inputs[0].shape, generator=torch.Generator().manual_seed(seed))
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = session.run(spec.output_names, {spec.input_names[0]: x.numpy()})
+    with torch.no_grad():
+        want = wrapper.eval()(x)
+    want = want if isinstance(want, (tuple, list)) else (want,)
+    if len(got) != len(want) or any(g.shape != tuple(w.shape) for g, w in zip(got, want)):
+        raise UserError(f"{onnx_path}: outputs {[g.shape for g in got]} differ in shape from PyTorch's "
+                        f"{[tuple(w.shape) for w in want]}")
+    return {name: {"abs": float(np.abs(g - w.numpy()).max()), "ref": float(np.abs(w.numpy()).max())}
+            for name, g, w in zip(spec.output_names, got, want)}
+
+
+def within_tolerance(diff: dict[str, float], atol: float, rtol: float) -> bool:
+    return diff["abs"] <= atol + rtol * diff["ref"]
+
+
+def export_onnx_stage(cfg: OnnxExportConfig) -> OnnxExportResult:
+    """Build, load, export, optionally verify; write `<output>.json` next to the model."""
+    from shared.models.registry import resolve_name
+
+    start = time.perf_counter()
+    model = build_model(cfg.model_type, cfg.weights, cfg.num_gestures).eval()
+    if cfg.img_size and cfg.model_type.startswith("blazepalm") and cfg.img_size != model.img_size:
+        raise UserError(f"--img_size {cfg.img_size}: the palm model's anchors are fixed to {model.img_size}")
+    if cfg.batch_size < 1:
+        raise UserError(f"--batch_size {cfg.batch_size}: must be >= 1")
+    try:
+        spec = spec_for(resolve_name(cfg.model_type), model, cfg.img_size)
+    except KeyError:
+        raise UserError(f"--model_type {cfg.model_type}: no export spec yet; add one to "
+                        "shared/models/specs.py") from None
+    wrapper = export_wrapper(model)
+    path = export_onnx(wrapper, spec, cfg.output_path, cfg.batch_size, cfg.dynamic_batch, cfg.opset)
+    diffs: dict[str, dict[str, float]] = {}
+    if cfg.verify:
+        # A dynamic-batch file is checked at a batch size other than the traced one.
+        diffs = verify_onnx(path, wrapper, spec, batch_size=cfg.batch_size + 1 if cfg.dynamic_batch else cfg.batch_size)
+    result = OnnxExportResult(
+        onnx_path=str(path), model_type=cfg.model_type, weights=cfg.weights, opset=cfg.opset,
+        dynamic_batch=cfg.dynamic_batch,
+        inputs=[{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in spec.inputs],
+        outputs=[{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in spec.outputs],
+        parameters=sum(p.numel() for p in model.parameters()),
+        export_seconds=round(time.perf_counter() - start, 2),
+        load_report=str(getattr(model, "load_report", "")), max_abs_diff=diffs,
+        summary_path=str(path.with_suffix(".json")))
+    Path(result.summary_path).write_text(json.dumps(asdict(result), indent=2))
+    failed = [name for name, d in diffs.items() if not within_tolerance(d, cfg.atol, cfg.rtol)]
+    if failed:
+        d = diffs[failed[0]]
+        raise UserError(f"{path}: onnxruntime differs from PyTorch by {d['abs']:.2e} on {failed[0]!r} "
+                        f"(> {cfg.atol} + {cfg.rtol} * {d['ref']:.1f}); see {result.summary_path}")
+    return result
