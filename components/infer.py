@@ -1,0 +1,214 @@
+"""Batch inference with tracking (the seed's batch_inference): frames -> hands, ids, gestures.
+
+    python -m components.infer --input_dir ../shared/data/hagrid_sample/images/palm --output_dir outputs/infer
+    python -m components.infer --video clip.mp4 --output_dir outputs/clip --backend onnxruntime --draw_skeleton
+    python -m components.infer --input_dir frames/ --output_dir out/ --detector yolo --yolo_model best.pt \\
+        --model_weights checkpoints/blazehand.pth --max_hands 2 --static
+
+Defaults need nothing trained: MediaPipe's palm detector and hand-landmark network
+(`--detector blazepalm --model_weights mediapipe`; the gesture is then unknown, since
+MediaPipe has no gesture head: pass a trained `.pth` for gestures).
+
+Writes to `--output_dir`: `results.jsonl` (one line per frame: {"frame", "image", "hands":
+[{"xyxy", "score", "keypoints", "gesture", "gesture_score", "handedness", "track_id"}]}, pixels
+of the original image), annotated images (`annotated/`) or `annotated.mp4`, `tracks.txt`
+(MOTChallenge), `summary.json` (frames, hands, fps, per-stage ms) and `infer_config.yaml`.
+A frame that cannot be decoded is reported and skipped; the run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+from tqdm import tqdm
+
+from shared.config import add_config_args, config_to_dict, load_config, option, read_yaml, save_config
+from shared.errors import UserError, run_cli
+from shared.inference.pipeline import BACKENDS, DETECTORS, MODEL_TYPES, HandPipeline, PipelineConfig
+
+
+@dataclass
+class InferConfig:
+    input_dir: str = option("", "folder of images, processed in sorted order as one sequence")
+    video: str = option("", "a video file, or a camera index (0, 1, ...)")
+    output_dir: str = option("outputs/infer", "where results.jsonl, annotated media, tracks.txt, summary.json go")
+    detector: str = option("blazepalm", "hand detector", metadata={"choices": list(DETECTORS)})
+    yolo_model: str = option("", "--detector yolo: a trained Ultralytics .pt or .onnx")
+    model_weights: str = option("mediapipe", "crop-model weights: 'mediapipe' or a .pth (an .onnx / .engine "
+                                             "with those backends)")
+    model_type: str = option("blazehand", "crop model", metadata={"choices": list(MODEL_TYPES)})
+    backend: str = option("torch", "runtime for the networks", metadata={"choices": list(BACKENDS)})
+    img_size: int = option(224, "crop side fed to the crop model (BlazeHand: 224)")
+    max_hands: int = option(4, "at most this many hands per frame")
+    expand_ratio: float = option(0.3, "YOLO box -> crop: the longer side grown by this ratio, squared")
+    grayscale: bool = option(False, "convert frames to grayscale before inference")
+    draw_skeleton: bool = option(False, "draw the hand skeleton on the annotated output")
+    track_max_age: int = option(3, "frames a track survives without a match")
+    track_iou_threshold: float = option(0.3, "minimum IoU to match a hand to a track")
+    static: bool = option(False, "every frame independent: detector each frame, no tracking (MediaPipe's "
+                                 "static_image_mode)")
+    batch_size: int = option(1, "--static: frames per detector / crop-model call")
+    device: str = option("cpu", "cpu, cuda or auto")
+    threads: int = option(0, "CPU threads for torch / onnxruntime (0 = library default)")
+    annotate: bool = option(True, "write annotated images / annotated.mp4")
+    pipeline: dict = option({}, "more HandPipeline settings (YAML only), e.g. {detect_interval: 10, min_presence: "
+                                "0.6}; see shared/inference/pipeline.py")
+
+
+@dataclass
+class InferResult:
+    output_dir: str
+    results_jsonl: str
+    tracks_txt: str
+    summary_json: str
+    annotated: str
+    frames: int  # frames processed
+    skipped: int  # frames that could not be decoded
+    hands: int
+    fps: float
+    stage_ms: dict = field(default_factory=dict)
+
+
+def pipeline_config(cfg: InferConfig) -> PipelineConfig:
+    """The HandPipeline settings of an inference run (flags first, then the YAML extras)."""
+    values = dict(detector=cfg.detector, yolo_model=cfg.yolo_model, model_type=cfg.model_type,
+                  model_weights=cfg.model_weights, backend=cfg.backend, device=cfg.device, threads=cfg.threads,
+                  img_size=cfg.img_size, max_hands=cfg.max_hands, expand_ratio=cfg.expand_ratio,
+                  grayscale=cfg.grayscale, static=cfg.static, track_max_age=cfg.track_max_age,
+                  track_iou_threshold=cfg.track_iou_threshold)
+    if not isinstance(cfg.pipeline, dict):
+        raise UserError(f"pipeline: expected a mapping of HandPipeline settings, got {cfg.pipeline!r}")
+    known = set(PipelineConfig.__dataclass_fields__)
+    unknown = sorted(set(cfg.pipeline) - known)
+    if unknown:
+        raise UserError(f"pipeline: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    values.update(cfg.pipeline)
+    return PipelineConfig(**values)
+
+
+def _check_paths(cfg: InferConfig) -> None:
+    if cfg.batch_size < 1:
+        raise UserError(f"--batch_size must be >= 1, got {cfg.batch_size}")
+    if cfg.input_dir:
+        inp, out = Path(cfg.input_dir).resolve(), Path(cfg.output_dir).resolve()
+        if out == inp or inp in out.parents:
+            raise UserError(f"--output_dir {cfg.output_dir} lies inside --input_dir {cfg.input_dir}; choose a "
+                            "separate folder (inputs are never modified, and outputs would be read as frames)")
+
+
+def run_inference(cfg: InferConfig) -> InferResult:
+    """The stage: read frames, run the hand pipeline, write results, tracks, media and a summary."""
+    from shared.inference.drawing import Annotator
+    from shared.inference.io import AnnotatedWriter, MotWriter, ResultsWriter, open_source, write_json
+
+    _check_paths(cfg)
+    source = open_source(cfg.input_dir, cfg.video)  # bad paths fail here, before any output exists
+    pipe = HandPipeline(pipeline_config(cfg))  # ... and bad weights / models here
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    is_video = bool(cfg.video)
+    fps_in = source.fps or pipe.cfg.fps
+
+    results_w = ResultsWriter(out / "results.jsonl")
+    mot_w = MotWriter(out / "tracks.txt")
+    annotated_path = out / ("annotated.mp4" if is_video else "annotated")
+    media_w = AnnotatedWriter(annotated_path, video=is_video, fps=fps_in) if cfg.annotate else None
+    annotator = Annotator(draw_skeleton=cfg.draw_skeleton)
+
+    frames = hands = 0
+    skipped: list[dict] = []
+    # Static mode batches frames into one model call; tracking is sequential.
+    batch_size = cfg.batch_size if cfg.static else 1
+    start = time.perf_counter()
+    progress = tqdm(total=len(source) or None, unit="frame", desc="infer", dynamic_ncols=True)
+    try:
+        batch = []
+        for frame in source:
+            progress.update(1)
+            if frame.image is None:
+                progress.write(f"warning: {frame.error}; skipped", file=sys.stderr)
+                skipped.append({"frame": frame.index, "image": frame.name, "reason": frame.error})
+                continue
+            batch.append(frame)
+            if len(batch) < batch_size:
+                continue
+            frames, hands = _run_batch(pipe, batch, results_w, mot_w, media_w, annotator, frames, hands)
+            batch = []
+            progress.set_postfix(hands=hands, refresh=False)
+        if batch:
+            frames, hands = _run_batch(pipe, batch, results_w, mot_w, media_w, annotator, frames, hands)
+    finally:
+        progress.close()
+        results_w.close()
+        mot_w.close()
+        if media_w is not None:
+            media_w.close()
+    wall = time.perf_counter() - start
+
+    stage_ms = {k: round(v, 3) for k, v in pipe.mean_timing().items()}
+    summary = {
+        "source": str(cfg.video or cfg.input_dir),
+        "frames": frames,
+        "skipped": len(skipped),
+        "skipped_frames": skipped,
+        "hands": hands,
+        "hands_per_frame": round(hands / frames, 4) if frames else 0.0,
+        "fps": round(frames / wall, 3) if wall > 0 else 0.0,
+        "pipeline_fps": round(1000.0 / stage_ms["total"], 3) if stage_ms.get("total") else 0.0,
+        "stage_ms": stage_ms,
+        "detector_calls": pipe.detector_calls,
+        "backend": cfg.backend,
+        "detector": cfg.detector,
+        "mode": "static" if cfg.static else "tracking",
+        "gesture_head": pipe.crop_model.gesture_trained,
+        "config": config_to_dict(pipe.cfg),
+    }
+    write_json(out / "summary.json", summary)
+    save_config(cfg, out / "infer_config.yaml")
+    return InferResult(str(out), str(out / "results.jsonl"), str(out / "tracks.txt"), str(out / "summary.json"),
+                       str(annotated_path) if media_w is not None else "", frames, len(skipped), hands,
+                       summary["fps"], stage_ms)
+
+
+def _run_batch(pipe, batch, results_w, mot_w, media_w, annotator, frames: int, hands: int) -> tuple[int, int]:
+    if len(batch) == 1:
+        outs = [pipe.process(batch[0].image, timestamp=batch[0].timestamp)]
+    else:
+        outs = pipe.process_batch([f.image for f in batch])
+    for frame, res in zip(batch, outs):
+        results_w.write(frame.index, frame.name, res)
+        mot_w.write(frame.index, res)
+        if media_w is not None:
+            media_w.write(frame.name, annotator.annotate(cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR), res))
+        hands += len(res)
+    return frames + len(batch), hands
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m components.infer", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML with InferConfig keys, flat or under an `infer:` section "
+                                         "(e.g. configs/inference.yaml); flags override it")
+    add_config_args(parser, InferConfig, skip=("pipeline",))
+    args = parser.parse_args(argv)
+    section = "infer" if args.config and "infer" in read_yaml(args.config) else None
+    cfg = load_config(InferConfig, args.config, args, section=section)
+    result = run_inference(cfg)
+    print(f"{result.frames} frame(s), {result.hands} hand(s), {result.skipped} skipped, {result.fps:.1f} fps "
+          f"(pipeline {result.stage_ms.get('total', 0.0):.1f} ms/frame)")
+    print(f"results: {result.results_jsonl}")
+    if result.annotated:
+        print(f"annotated: {result.annotated}")
+    if result.frames == 0:
+        print("error: no frame could be processed (see the warnings above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,522 @@
+"""Inference backends: one small interface over PyTorch, ONNX Runtime and TensorRT.
+
+Two layers:
+
+- a **runner** executes one network: `runner(x [B, 3, S, S] float32 RGB in [0, 1]) ->
+  {output name: numpy array}`, names and order from `shared.models.specs`. Runners
+  exist for `torch`, `onnxruntime` and `tensorrt` (`shared.models.tensorrt`'s engine
+  runner; where TensorRT does not import, choosing it is one clear error);
+  `register_runner(name, factory)` is THE registration point for more
+  (`shared.serving.triton_backend` adds `triton`, a gRPC client for a served model);
+- **models** built on a runner: `CropModel` (BlazeHand: landmarks, presence,
+  handedness, gesture for a batch of hand crops) and the detectors `PalmDetector`
+  (BlazePalm: letterbox, decode, MediaPipe's weighted NMS, hand ROI; any runner, so a
+  served palm model works too) and `YoloDetector` (Ultralytics `.pt` / `.onnx`, boxes
+  and optional hand keypoints).
+
+A `ModelRef` says which network and weights; each runner factory takes what it needs
+from it (the torch module, an ONNX file exported and cached on first use, a TensorRT
+engine built from that ONNX). Exported files are cached under `work_dir`, keyed by the
+model type, the weights file (path, size, mtime) and the input size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from shared.errors import UserError
+from shared.geometry import Roi, roi_from_box, roi_from_keypoints
+from shared.hand import NUM_KEYPOINTS
+
+__all__ = [
+    "CropModel", "Detections", "Detector", "ModelRef", "PalmDetector", "Runner", "YoloDetector",
+    "available_runners", "create_crop_model", "create_detector", "create_runner", "export_onnx",
+    "register_runner", "tensorrt_available",
+]
+
+
+class Runner(Protocol):
+    """Executes one network on a batch. `max_batch` is None when any batch size works."""
+
+    name: str
+    max_batch: int | None
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+# --------------------------------------------------------------------------- what to run
+
+
+@dataclass
+class ModelRef:
+    """One network to run: a registered model type and its weights.
+
+    weights: "mediapipe" (converted from MediaPipe's files), a `.pth` state dict, or an
+    already exported `.onnx` (onnxruntime / tensorrt) or `.engine` / `.plan` (tensorrt).
+    """
+
+    model_type: str  # "blazehand_full", "blazepalm_full", ... (registry names and aliases)
+    weights: str = "mediapipe"
+    img_size: int = 224
+    device: str = "cpu"
+    work_dir: str = ""  # where exported ONNX / engines are cached ("" = <cache>/exports)
+    max_batch: int = 16  # largest batch a TensorRT engine is built for
+    fp16: bool = False  # TensorRT: build with FP16 kernels
+    threads: int = 0  # CPU threads for torch / onnxruntime (0 = the library's default)
+    options: dict[str, Any] = field(default_factory=dict)  # backend-specific extras (e.g. a Triton url)
+    _module: Any = field(default=None, repr=False)
+
+    @property
+    def family(self) -> str:
+        return "blazepalm" if self.model_type.startswith("blazepalm") else "blazehand"
+
+    @property
+    def suffix(self) -> str:
+        return Path(self.weights).suffix.lower() if self.weights != "mediapipe" else ""
+
+    def spec(self) -> Any:
+        from shared.models.registry import resolve_name
+        from shared.models.specs import spec_for
+
+        return spec_for(resolve_name(self.model_type), self._module, self.img_size)
+
+    def torch_model(self) -> Any:
+        """The network in eval mode (built once), weights loaded."""
+        if self._module is None:
+            if self.suffix in (".onnx", ".engine", ".plan"):
+                raise UserError(f"{self.weights}: an exported {self.suffix} file cannot run on the torch backend; "
+                                "pass a .pth or 'mediapipe', or choose --backend onnxruntime/tensorrt")
+            if self.weights != "mediapipe" and not Path(self.weights).is_file():
+                raise UserError(f"{self.weights}: weights file not found; pass an existing .pth or 'mediapipe'")
+            from shared.models.registry import create_model
+
+            self._module = create_model(self.model_type, pretrained_weights=self.weights).eval()
+        return self._module
+
+    def export_module(self) -> Any:
+        """The deployment view (probabilities / decoded boxes) in the order of the spec."""
+        model = self.torch_model()
+        if self.family == "blazepalm":
+            from shared.models.blazepalm import BlazePalmExport
+
+            return BlazePalmExport(model).eval()
+        from shared.models.blazehand import BlazeHandExport
+
+        return BlazeHandExport(model).eval()
+
+    def cache_dir(self) -> Path:
+        if self.work_dir:
+            return Path(self.work_dir)
+        from shared.models.mediapipe_import import default_cache_dir
+
+        return default_cache_dir().parent / "exports"
+
+    def cache_key(self) -> str:
+        if self.weights == "mediapipe":
+            ident = "mediapipe"
+        else:
+            st = Path(self.weights).stat()
+            ident = f"{Path(self.weights).resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        from shared.models.registry import resolve_name
+
+        name = resolve_name(self.model_type)
+        text = f"{name}|{ident}|{self.img_size}|static-pads|clamp-prelu"
+        return f"{name}_{self.img_size}_{hashlib.sha1(text.encode()).hexdigest()[:12]}"
+
+    def onnx_path(self) -> Path:
+        """The model as ONNX: the given file, or exported once into the cache."""
+        if self.suffix == ".onnx":
+            path = Path(self.weights)
+            if not path.is_file():
+                raise UserError(f"{path}: ONNX file not found; export one with `python -m components.export`")
+            return path
+        path = self.cache_dir() / f"{self.cache_key()}.onnx"
+        if not path.is_file():
+            export_onnx(self.export_module(), self.spec(), path)
+        return path
+
+
+def _prelu_as_clamps(module: Any) -> Any:
+    """A copy of `module` whose PReLUs read max(x, 0) + a * min(x, 0) (exactly PReLU).
+
+    ONNX Runtime's PRelu kernel broadcasts the per-channel slope generically and cannot
+    stay in its blocked (NCHWc) layout; in BlazePalm that one op took half the run time.
+    Clip / Mul / Add are vectorised per channel: the palm detector runs ~1.6x faster.
+    """
+    import copy
+
+    import torch
+    from torch import nn
+
+    class ClampPReLU(nn.Module):
+        def __init__(self, prelu: nn.PReLU) -> None:
+            super().__init__()
+            self.register_buffer("slope", prelu.weight.detach().reshape(1, -1, 1, 1).clone())  # [1, C, 1, 1]
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.clamp(x, min=0) + self.slope * torch.clamp(x, max=0)
+
+    def swap(parent: nn.Module) -> None:
+        for name, child in parent.named_children():
+            if isinstance(child, nn.PReLU):
+                setattr(parent, name, ClampPReLU(child))
+            else:
+                swap(child)
+
+    if not any(isinstance(m, nn.PReLU) for m in module.modules()):
+        return module
+    module = copy.deepcopy(module)
+    swap(module)
+    return module
+
+
+def export_onnx(module: Any, spec: Any, path: str | Path, opset: int = 17) -> Path:
+    """Export an export-wrapper module to ONNX with a dynamic batch axis, atomically (two
+    processes exporting the same cache entry never see half a file). The export itself is
+    `shared.models.export.export_onnx`; PReLUs are rewritten first (see above)."""
+    from shared.models.export import export_onnx as export_model
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}.onnx")
+    print(f"exporting {spec.model_type} to ONNX (once): {path}", file=sys.stderr)
+    export_model(_prelu_as_clamps(module), spec, tmp, dynamic_batch=True, opset=opset)
+    tmp.replace(path)
+    return path
+
+
+# --------------------------------------------------------------------------- runners
+
+
+class TorchRunner:
+    name = "torch"
+    max_batch = None
+
+    def __init__(self, ref: ModelRef) -> None:
+        import torch
+
+        self.torch = torch
+        if ref.threads > 0:
+            torch.set_num_threads(ref.threads)  # process-wide: torch has no per-module pool
+        device = ref.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        # oneDNN's depthwise kernels want NHWC: ~1.4x faster on CPU for these MobileNets.
+        self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        self.module = ref.export_module().to(self.device, memory_format=self.memory_format)
+        self.output_names = ref.spec().output_names
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        with self.torch.inference_mode():
+            inp = self.torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+            outs = self.module(inp.contiguous(memory_format=self.memory_format))
+        return {n: o.float().cpu().numpy() for n, o in zip(self.output_names, outs)}
+
+
+class OnnxRunner:
+    name = "onnxruntime"
+    max_batch = None
+
+    def __init__(self, ref: ModelRef) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise UserError("--backend onnxruntime needs the onnxruntime package; pip install onnxruntime") from None
+        path = ref.onnx_path()
+        providers = ["CPUExecutionProvider"]
+        if ref.device.startswith("cuda") or ref.device == "auto":
+            providers = [p for p in ("CUDAExecutionProvider",) if p in ort.get_available_providers()] + providers
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if ref.threads > 0:
+            opts.intra_op_num_threads = ref.threads
+        # Busy-waiting worker threads steal the CPU from everything else in a video loop
+        # (decoding, drawing, the detector) and collapse on a shared machine.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for a bad file
+            raise UserError(f"{path}: onnxruntime cannot load it ({type(exc).__name__}: {exc}); re-export it") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        outs = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
+        return dict(zip(self.output_names, outs))
+
+
+def tensorrt_available() -> bool:
+    """TensorRT and a CUDA buffer library import (see `shared.models.tensorrt`)."""
+    from shared.models.tensorrt import tensorrt_available as available
+
+    return available()
+
+
+def TensorRTRunner(ref: ModelRef) -> Runner:  # noqa: N802 - a factory named like the runner it returns
+    """`shared.models.tensorrt.EngineRunner` over `ref`: a given `.engine` / `.plan`, or one
+    built once from the ONNX export (FP32, or FP16 with `ref.fp16`; batch 1..`ref.max_batch`)
+    and cached. Where TensorRT does not import this raises one clear UserError."""
+    from shared.models.tensorrt import EngineRunner, build_engine, require_tensorrt
+
+    require_tensorrt()
+    if ref.suffix in (".engine", ".plan"):
+        engine_path = Path(ref.weights)
+        if not engine_path.is_file():
+            raise UserError(f"{engine_path}: TensorRT engine not found; build one with "
+                            "`python -m components.export tensorrt`")
+    else:
+        precision = "fp16" if ref.fp16 else "fp32"
+        engine_path = ref.cache_dir() / f"{ref.cache_key()}_b{ref.max_batch}_{precision}.engine"
+        if not engine_path.is_file():
+            build_engine(ref.onnx_path(), engine_path, fp16=ref.fp16, min_batch=1,
+                         opt_batch=min(4, ref.max_batch), max_batch=ref.max_batch)
+    return EngineRunner(engine_path)
+
+
+# THE registration point: backend name -> factory(ModelRef) -> Runner. Triton adds
+# "triton" here (`shared.serving.triton_backend.register()`), reading its url and served
+# model name from `ModelRef.options`.
+RUNNERS: dict[str, Callable[[ModelRef], Runner]] = {
+    "torch": TorchRunner,
+    "onnxruntime": OnnxRunner,
+    "tensorrt": TensorRTRunner,
+}
+
+
+def register_runner(name: str, factory: Callable[[ModelRef], Runner]) -> None:
+    RUNNERS[name] = factory
+
+
+def available_runners() -> list[str]:
+    """Backends usable on this machine (tensorrt only where it imports and a GPU exists)."""
+    return [n for n in RUNNERS if n != "tensorrt" or tensorrt_available()]
+
+
+def create_runner(backend: str, ref: ModelRef) -> Runner:
+    if backend not in RUNNERS:
+        raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(RUNNERS)}")
+    return RUNNERS[backend](ref)
+
+
+def run_batched(runner: Runner, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Run in chunks of the runner's max batch (one call when it has none)."""
+    limit = runner.max_batch or len(x)
+    if len(x) <= limit:
+        return runner(x)
+    parts = [runner(x[i:i + limit]) for i in range(0, len(x), limit)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+# --------------------------------------------------------------------------- crop model
+
+
+class CropModel:
+    """BlazeHand on any runner: `model(crops [B, 3, S, S] float32) -> dict of numpy arrays`:
+
+    landmarks [B, 21, 3] (crop pixels), presence [B], handedness [B] (MediaPipe's score:
+    > 0.5 = right hand on an unmirrored image), gesture_probs [B, G], world_landmarks [B, 21, 3].
+    `gesture_trained` is False when the gesture head kept its random init (MediaPipe's
+    weights have none), so callers report the gesture as unknown instead of noise.
+    """
+
+    def __init__(self, runner: Runner, img_size: int, gesture_trained: bool = True) -> None:
+        self.runner = runner
+        self.img_size = img_size
+        self.gesture_trained = gesture_trained
+
+    @property
+    def backend(self) -> str:
+        return self.runner.name
+
+    def __call__(self, crops: np.ndarray) -> dict[str, np.ndarray]:
+        n = len(crops)
+        if n == 0:
+            g = 0
+            return {"landmarks": np.zeros((0, NUM_KEYPOINTS, 3), np.float32), "presence": np.zeros(0, np.float32),
+                    "handedness": np.zeros(0, np.float32), "gesture_probs": np.zeros((0, g), np.float32),
+                    "world_landmarks": np.zeros((0, NUM_KEYPOINTS, 3), np.float32)}
+        out = run_batched(self.runner, crops)
+        return {
+            "landmarks": out["landmarks"].reshape(n, NUM_KEYPOINTS, 3),
+            "world_landmarks": out["world_landmarks"].reshape(n, NUM_KEYPOINTS, 3),
+            "presence": out["presence"].reshape(n),
+            "handedness": out["handedness"].reshape(n),
+            "gesture_probs": out["gesture_probs"].reshape(n, -1),
+        }
+
+
+def _gesture_head_trained(ref: ModelRef) -> bool:
+    """Whether the weights carry a trained gesture head. MediaPipe's do not; an exported
+    file is assumed to (it was exported from a trained .pth or by choice)."""
+    if ref.weights == "mediapipe" or ref.suffix in (".tflite", ".whl"):
+        return False
+    if ref.suffix == ".pth":
+        report = getattr(ref.torch_model(), "load_report", None)
+        return not any(k.startswith("gesture.") for k in getattr(report, "missing_keys", []))
+    return True
+
+
+def create_crop_model(backend: str, ref: ModelRef) -> CropModel:
+    return CropModel(create_runner(backend, ref), ref.img_size, _gesture_head_trained(ref))
+
+
+# --------------------------------------------------------------------------- detectors
+
+
+@dataclass
+class Detections:
+    """Hands (or palms) found in one image, pixels of that image.
+
+    xyxy [N, 4] the detector's box, score [N], rois: the crop ROI of each hand
+    (rotated square, as the crop model wants it), best score first.
+    """
+
+    xyxy: np.ndarray
+    score: np.ndarray
+    rois: list[Roi]
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), [])
+
+
+class Detector(Protocol):
+    name: str
+
+    def __call__(self, images: list[np.ndarray]) -> list[Detections]: ...
+
+
+class PalmDetector:
+    """MediaPipe's palm detector on any runner, with MediaPipe's post-processing:
+    letterbox to 192, decode, score threshold, weighted NMS, palm -> hand ROI
+    (rotation from the palm keypoints, scale 2.6, shift towards the fingers)."""
+
+    name = "blazepalm"
+
+    def __init__(self, runner: Runner, img_size: int = 192, score_threshold: float = 0.5,
+                 nms_threshold: float = 0.3, max_detections: int | None = None) -> None:
+        self.runner = runner
+        self.img_size = img_size
+        self.score_threshold = score_threshold
+        self.nms_threshold = nms_threshold
+        self.max_detections = max_detections
+
+    def __call__(self, images: list[np.ndarray]) -> list[Detections]:
+        """images: RGB uint8 [H, W, 3] each, any size."""
+        from shared.models.blazepalm_post import letterbox, unletterbox, weighted_nms
+
+        if not images:
+            return []
+        padded, boxes = zip(*(letterbox(im, self.img_size) for im in images))
+        x = np.stack(padded).transpose(0, 3, 1, 2).astype(np.float32) * (1.0 / 255.0)  # [B, 3, 192, 192]
+        out = run_batched(self.runner, x)
+        results = []
+        for i, lb in enumerate(boxes):
+            b, k, s = out["boxes"][i], out["keypoints"][i], out["scores"][i]  # [A, 4], [A, 7, 2], [A]
+            keep = s >= self.score_threshold
+            b, k, s = weighted_nms(b[keep], k[keep], s[keep], self.nms_threshold, self.max_detections)
+            if not len(s):
+                results.append(Detections.empty())
+                continue
+            b = unletterbox(b.reshape(-1, 2, 2) * self.img_size, lb).reshape(-1, 4)
+            k = unletterbox(k * self.img_size, lb)
+            results.append(Detections(b.astype(np.float32), s.astype(np.float32), _palm_rois(b, k)))
+        return results
+
+
+def _palm_rois(boxes: np.ndarray, keypoints: np.ndarray) -> list[Roi]:
+    from shared.models.blazepalm_post import palm_to_roi
+
+    return [palm_to_roi(b, k) for b, k in zip(boxes, keypoints)]
+
+
+class YoloDetector:
+    """An Ultralytics YOLO hand detector (`.pt` or `.onnx`, detect or pose).
+
+    The crop ROI is the box made square and grown by `expand_ratio` (the seed's
+    convention); a pose model's 21 keypoints, when confident, also give the rotation
+    (wrist -> middle-finger base up) and a tighter square around the hand.
+    """
+
+    name = "yolo"
+
+    def __init__(self, path: str, expand_ratio: float = 0.3, score_threshold: float = 0.5,
+                 max_detections: int | None = None, imgsz: int = 640, device: str = "cpu") -> None:
+        p = Path(path)
+        if not path:
+            raise UserError("--detector yolo needs --yolo_model (a trained .pt or .onnx)")
+        if not p.is_file():
+            raise UserError(f"{path}: YOLO model not found; pass a trained .pt or .onnx to --yolo_model")
+        if p.suffix.lower() not in (".pt", ".onnx"):
+            raise UserError(f"{path}: --yolo_model must be a .pt or .onnx file")
+        from ultralytics import YOLO
+
+        try:
+            self.model = YOLO(str(p))
+        except Exception as exc:  # ultralytics wraps many error types
+            raise UserError(f"{path}: Ultralytics cannot load it ({type(exc).__name__}: {exc})") from None
+        self.expand_ratio = expand_ratio
+        self.score_threshold = score_threshold
+        self.max_detections = max_detections or 300
+        self.imgsz = imgsz
+        self.device = "cpu" if device == "auto" else device
+
+    def __call__(self, images: list[np.ndarray]) -> list[Detections]:
+        if not images:
+            return []
+        # Ultralytics takes numpy images as BGR (OpenCV's order).
+        preds = self.model.predict([np.ascontiguousarray(im[..., ::-1]) for im in images], imgsz=self.imgsz,
+                                   conf=self.score_threshold, max_det=self.max_detections, verbose=False,
+                                   device=self.device)
+        results = []
+        for r in preds:
+            xyxy = r.boxes.xyxy.cpu().numpy().astype(np.float32) if r.boxes is not None else np.zeros((0, 4))
+            score = r.boxes.conf.cpu().numpy().astype(np.float32) if r.boxes is not None else np.zeros(0)
+            kps = None
+            if getattr(r, "keypoints", None) is not None and r.keypoints.data.shape[1] == NUM_KEYPOINTS:
+                kps = r.keypoints.data.cpu().numpy()  # [N, 21, 3] pixels + confidence
+            order = np.argsort(-score, kind="stable")
+            rois = [self._roi(xyxy[i], None if kps is None else kps[i]) for i in order]
+            results.append(Detections(xyxy[order].astype(np.float32), score[order].astype(np.float32), rois))
+        return results
+
+    def _roi(self, box: np.ndarray, kp: np.ndarray | None) -> Roi:
+        if kp is not None and kp[0, 2] > 0.5 and kp[9, 2] > 0.5 and (kp[:, 2] > 0.5).sum() >= 5:
+            return roi_from_keypoints(kp, expand_ratio=self.expand_ratio, rotate=True, min_visibility=0.5)
+        return roi_from_box(box, expand_ratio=self.expand_ratio)
+
+
+def create_detector(name: str, backend: str = "torch", yolo_model: str = "", expand_ratio: float = 0.3,
+                    score_threshold: float = 0.5, max_detections: int | None = None, device: str = "cpu",
+                    work_dir: str = "", palm_model: str = "blazepalm_full", palm_weights: str = "mediapipe",
+                    threads: int = 0) -> Detector:
+    """The hand detector: "blazepalm" (on the same backend as the crop model; TensorRT and
+    other GPU-only backends run the palm net on torch) or "yolo" (Ultralytics)."""
+    if name == "yolo":
+        return YoloDetector(yolo_model, expand_ratio, score_threshold, max_detections, device=device)
+    if name != "blazepalm":
+        raise UserError(f"unknown detector {name!r}; choose blazepalm or yolo")
+    palm_backend = backend if backend in ("torch", "onnxruntime") else "torch"
+    ref = ModelRef(palm_model, palm_weights, img_size=192, device=device, work_dir=work_dir, threads=threads)
+    return PalmDetector(create_runner(palm_backend, ref), img_size=192, score_threshold=score_threshold,
+                        max_detections=max_detections)
+
+
+def roi_iou(a: Roi, b: Roi) -> float:
+    """IoU of the two ROIs' axis-aligned bounding boxes (enough to tell the same hand)."""
+    from shared.geometry import iou_matrix
+
+    return float(iou_matrix(a.bounding_xyxy()[None], b.bounding_xyxy()[None])[0, 0])
+

@@ -1,0 +1,416 @@
+"""The hand pipeline: detector -> ROI -> one batched crop-model call -> image pixels -> tracker.
+
+    pipe = HandPipeline(PipelineConfig())          # BlazePalm + BlazeHand, MediaPipe's weights
+    for image in frames:                           # RGB uint8 [H, W, 3]
+        hands = pipe.process(image)                # shared.results.HandResults, pixels of `image`
+        print(pipe.last_timing)                    # per-stage milliseconds of that frame
+
+Per frame:
+1. ROIs. In tracking mode (the default, MediaPipe's video mode) each hand kept in the
+   previous frame gives this frame's ROI from its landmarks (MediaPipe's
+   HandLandmarksToRect: rotation from the wrist to the middle knuckles, a square around
+   the palm landmarks, scaled 2x and shifted towards the fingers), and the detector is
+   skipped. It runs when fewer hands are followed than `max_hands` (a hand was lost, its
+   presence dropped, or there may be a new one), and every `detect_interval` frames (with
+   every slot taken, new detections then compete with the followed hands on presence). A
+   detection overlapping a followed hand's ROI is dropped: the landmark ROI is the better
+   one. `static=True` is MediaPipe's static_image_mode: the detector on every frame, no
+   state, no tracker.
+2. Crops: every ROI warped to an upright `img_size` square, all hands of the frame
+   stacked into ONE [B, 3, S, S] batch: one crop-model call however many hands (MediaPipe
+   runs its landmark model once per hand).
+3. Back to pixels: landmarks through the inverse crop map; hands below `min_presence`
+   are dropped; two ROIs that converged on one hand are merged (box IoU > duplicate_iou);
+   the `max_hands` most present hands stay.
+4. Tracker (ids, One-Euro keypoint smoothing, gesture/handedness smoothing) in tracking mode.
+
+Timing per stage (detector / crops / crop model / post / tracker) is kept for the last
+frame (`last_timing`) and summed (`timing_totals`), for the benchmark and the CLI summary.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+
+import cv2
+import numpy as np
+
+from shared.config import option
+from shared.errors import UserError
+from shared.geometry import Roi, crop_matrix, hand_angle, invert_affine, iou_matrix, roi_from_keypoints
+from shared.hand import NUM_KEYPOINTS
+from shared.inference.backends import (
+    CropModel,
+    Detections,
+    Detector,
+    ModelRef,
+    create_crop_model,
+    create_detector,
+    roi_iou,
+)
+from shared.results import HandResults
+from shared.tracking import HandTracker, TrackerConfig
+
+# MediaPipe's HandLandmarksToRectCalculator uses the palm and the finger bases only: they
+# move little when fingers bend, so the ROI does not breathe with every gesture.
+PALM_LANDMARKS = (0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18)
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+DETECTORS = ("blazepalm", "yolo")
+MODEL_TYPES = ("blazehand", "blazehand_full", "blazehand_lite")
+
+
+@dataclass
+class PipelineConfig:
+    detector: str = option("blazepalm", "hand detector: blazepalm (MediaPipe's palm detector) or yolo",
+                           metadata={"choices": list(DETECTORS)})
+    yolo_model: str = option("", "--detector yolo: a trained Ultralytics .pt or .onnx")
+    model_type: str = option("blazehand", "crop model: blazehand (= blazehand_full) or blazehand_lite",
+                             metadata={"choices": list(MODEL_TYPES)})
+    model_weights: str = option("mediapipe", "crop-model weights: 'mediapipe', a .pth (or .onnx/.engine for "
+                                             "those backends)")
+    backend: str = option("torch", "crop-model runtime: torch, onnxruntime or tensorrt",
+                          metadata={"choices": list(BACKENDS)})
+    device: str = option("cpu", "torch/onnxruntime device: cpu, cuda or auto")
+    threads: int = option(0, "CPU threads for torch / onnxruntime (0 = library default; MediaPipe uses 1 on "
+                             "desktop)")
+    img_size: int = option(224, "crop side fed to the crop model (BlazeHand: 224)")
+    max_hands: int = option(4, "at most this many hands per frame")
+    expand_ratio: float = option(0.3, "YOLO box -> crop: the longer side grown by this ratio, squared")
+    grayscale: bool = option(False, "convert frames to grayscale (3 equal channels) before everything")
+    static: bool = option(False, "every frame independent: detector each frame, no tracking "
+                                 "(MediaPipe's static_image_mode)")
+    detector_score_threshold: float = option(0.5, "minimum detector score")
+    min_presence: float = option(0.5, "hands whose crop-model presence is below this are dropped (and, in "
+                                      "tracking mode, detected again next frame)")
+    detect_interval: int = option(30, "tracking mode: also run the detector every N frames to pick up new hands "
+                                      "when max_hands are already followed (0 = only when needed)")
+    landmark_roi: str = option("mediapipe", "next-frame ROI from landmarks: 'mediapipe' (palm landmarks, x2, "
+                                            "shifted to the fingers) or 'keypoints' (all 21, x(1+expand))",
+                               metadata={"choices": ["mediapipe", "keypoints"]})
+    landmark_roi_scale: float = option(2.0, "mediapipe landmark ROI: side = palm-landmark extent x this")
+    landmark_roi_shift: float = option(-0.1, "mediapipe landmark ROI: shift along the hand axis, in ROI heights "
+                                             "(negative = towards the fingers)")
+    keypoint_roi_expand: float = option(1.0, "'keypoints' landmark ROI: side = keypoint extent x (1 + this)")
+    box_pad: float = option(0.1, "output box = landmark extent grown by this fraction on each side (landmarks "
+                                 "are joint centres, the hand's skin reaches beyond them)")
+    duplicate_iou: float = option(0.5, "two hands whose boxes overlap more than this are one hand")
+    track_max_age: int = option(3, "frames a track survives without a match")
+    track_iou_threshold: float = option(0.3, "minimum IoU to match a hand to a track")
+    track_min_hits: int = option(2, "matched frames before a new track gets an id")
+    smooth_keypoints: bool = option(True, "One-Euro smoothing of tracked keypoints")
+    fps: float = option(30.0, "frame rate for smoothing when frames carry no timestamp")
+    work_dir: str = option("", "where exported ONNX / TensorRT files are cached ('' = .cache/exports)")
+
+    def __post_init__(self) -> None:
+        if self.max_hands < 1:
+            raise UserError(f"--max_hands must be >= 1, got {self.max_hands}")
+        if self.img_size < 32:
+            raise UserError(f"--img_size must be >= 32, got {self.img_size}")
+        if self.expand_ratio < -0.5:
+            raise UserError(f"--expand_ratio must be > -0.5, got {self.expand_ratio}")
+        from shared.inference.backends import RUNNERS
+
+        # Backends: the built-in ones plus any registered since (e.g. "triton").
+        backends = tuple(dict.fromkeys(BACKENDS + tuple(RUNNERS)))
+        for name, value, choices in (("detector", self.detector, DETECTORS), ("backend", self.backend, backends),
+                                     ("model_type", self.model_type, MODEL_TYPES),
+                                     ("landmark_roi", self.landmark_roi, ("mediapipe", "keypoints"))):
+            if value not in choices:
+                raise UserError(f"--{name} {value!r} is not one of {', '.join(choices)}")
+
+    def tracker_config(self) -> TrackerConfig:
+        return TrackerConfig(track_max_age=self.track_max_age, track_iou_threshold=self.track_iou_threshold,
+                             track_min_hits=self.track_min_hits, smooth_keypoints=self.smooth_keypoints,
+                             fps=self.fps)
+
+
+@dataclass
+class FrameTiming:
+    """Milliseconds per stage for one frame (batched frames share their batch's time evenly)."""
+
+    detector: float = 0.0  # ROIs: from the last landmarks, plus the detector (letterbox, network, NMS) when it ran
+    crops: float = 0.0  # ROI warps into one float batch
+    crop_model: float = 0.0  # the one batched landmark/gesture call
+    post: float = 0.0  # landmarks to pixels, presence filter, duplicates
+    tracker: float = 0.0  # ids, Kalman, smoothing
+    total: float = 0.0
+    detector_ran: bool = False
+    hands: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+STAGES = ("detector", "crops", "crop_model", "post", "tracker", "total")
+
+
+# --------------------------------------------------------------------------- pure geometry
+
+
+def roi_from_landmarks(keypoints: np.ndarray, scale: float = 2.0, shift_y: float = -0.1) -> Roi:
+    """MediaPipe's next-frame hand ROI from 21 landmarks ([21, 2+] pixels).
+
+    Rotation: wrist -> the mean of the middle knuckle and the index/ring knuckles' midpoint
+    points up. Extent: the palm landmarks in that rotated frame. Then the rectangle is
+    shifted by `shift_y` of its height along the hand axis, squared on its long side and
+    scaled (HandLandmarksToRectCalculator + RectTransformationCalculator: 2.0, -0.1).
+    """
+    kp = np.asarray(keypoints, dtype=np.float64)[:, :2]
+    target = ((kp[5] + kp[13]) / 2 + kp[9]) / 2
+    angle = hand_angle(kp[0], target)
+    c, s = math.cos(angle), math.sin(angle)
+    # Into the upright hand frame (the inverse of Roi.corners' rotation), extents there.
+    local = kp[list(PALM_LANDMARKS)] @ np.array([[c, -s], [s, c]]).T
+    lo, hi = local.min(0), local.max(0)
+    width, height = hi - lo
+    centre = ((lo + hi) / 2) @ np.array([[c, s], [-s, c]]).T
+    # The hand's "down" axis on screen is (sin, cos); a negative shift moves towards the fingers.
+    centre = centre + shift_y * height * np.array([s, c])
+    return Roi(float(centre[0]), float(centre[1]), max(float(max(width, height)) * scale, 1.0), angle)
+
+
+def crops_batch(image: np.ndarray, rois: list[Roi], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Upright crops [B, 3, S, S] float32 in [0, 1] and their crop->image affines [B, 2, 3]."""
+    batch = np.empty((len(rois), size, size, 3), dtype=np.uint8)
+    inverse = np.empty((len(rois), 2, 3), dtype=np.float64)
+    for i, roi in enumerate(rois):
+        m = crop_matrix(roi, size)
+        batch[i] = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                  borderValue=(0, 0, 0))
+        inverse[i] = invert_affine(m)
+    x = np.multiply(batch.transpose(0, 3, 1, 2), np.float32(1.0 / 255.0), dtype=np.float32)  # [B, 3, S, S]
+    return x, inverse
+
+
+def suppress_duplicates(xyxy: np.ndarray, score: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices to keep, best score first, greedy: a box overlapping a kept one is dropped."""
+    order = np.argsort(-score, kind="stable")
+    iou = iou_matrix(xyxy, xyxy)
+    keep: list[int] = []
+    for i in order:
+        if all(iou[i, j] <= iou_threshold for j in keep):
+            keep.append(int(i))
+    return np.asarray(keep, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+@dataclass
+class _Frame:
+    """One frame's hands before the tracker, with what tracking mode needs next frame."""
+
+    results: HandResults
+    raw_keypoints: np.ndarray  # [N, 21, 3] unsmoothed, for the next ROIs
+    gesture_probs: np.ndarray | None  # [N, G]
+
+
+class HandPipeline:
+    """Detector + crop model + tracker for ONE stream (the tracker and the followed hands are
+    per stream: use one pipeline per video, or `reset()` between sequences)."""
+
+    def __init__(self, cfg: PipelineConfig | None = None, detector: Detector | None = None,
+                 crop_model: CropModel | None = None) -> None:
+        self.cfg = cfg = cfg or PipelineConfig()
+        if crop_model is None:
+            ref = ModelRef(cfg.model_type, cfg.model_weights, img_size=cfg.img_size, device=cfg.device,
+                           work_dir=cfg.work_dir, threads=cfg.threads)
+            crop_model = create_crop_model(cfg.backend, ref)
+        if detector is None:
+            detector = create_detector(cfg.detector, backend=cfg.backend, yolo_model=cfg.yolo_model,
+                                       expand_ratio=cfg.expand_ratio, score_threshold=cfg.detector_score_threshold,
+                                       max_detections=cfg.max_hands, device=cfg.device, work_dir=cfg.work_dir,
+                                       threads=cfg.threads)
+        self.detector = detector
+        self.crop_model = crop_model
+        self.tracker = HandTracker(cfg.tracker_config())
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new stream: forget followed hands and tracks (ids restart at 1)."""
+        self.tracker.reset()
+        self._followed: np.ndarray = np.zeros((0, NUM_KEYPOINTS, 3))  # raw keypoints of last frame's hands
+        self._since_detect = 0
+        self.frames = 0
+        self.detector_calls = 0
+        self.timing_totals = {k: 0.0 for k in STAGES}
+        self.last_timing = FrameTiming()
+        self.last_timings: list[FrameTiming] = []
+
+    # ------------------------------------------------------------------ public
+    def process(self, image: np.ndarray, timestamp: float | None = None) -> HandResults:
+        """Hands in one RGB uint8 frame [H, W, 3], pixels of that frame."""
+        _check_image(image)
+        if self.cfg.static:
+            return self.process_batch([image])[0]
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        image = self._prepare(image)
+        rois = self._rois_from_followed()
+        periodic = cfg.detect_interval > 0 and self._since_detect >= cfg.detect_interval
+        run_detector = len(rois) < cfg.max_hands or periodic
+        if run_detector:
+            detections = self.detector([image])[0]
+            self.detector_calls += 1
+            self._since_detect = 0
+            # A periodic look with every slot taken lets a new hand compete: all candidates
+            # go through the crop model and the max_hands most present ones stay.
+            limit = cfg.max_hands + (len(detections) if len(rois) >= cfg.max_hands else 0)
+            rois = self._merge(rois, detections, limit)
+        self._since_detect += 1
+        t1 = time.perf_counter()
+
+        frame, t_crops, t_model = self._landmarks([image], [rois])
+        frame = frame[0]
+        t4 = time.perf_counter()
+
+        hands = self.tracker.update(frame.results, timestamp=timestamp, gesture_probs=frame.gesture_probs)
+        self._followed = frame.raw_keypoints
+        t5 = time.perf_counter()
+
+        t_post = (t4 - t1) - t_crops - t_model
+        self._record([FrameTiming(detector=(t1 - t0) * 1e3, crops=t_crops * 1e3, crop_model=t_model * 1e3,
+                                  post=t_post * 1e3, tracker=(t5 - t4) * 1e3, total=(t5 - t0) * 1e3,
+                                  detector_ran=run_detector, hands=len(hands))])
+        return hands
+
+    def process_batch(self, images: list[np.ndarray]) -> list[HandResults]:
+        """Several frames. Static mode batches them (one detector call, one crop-model call
+        for all hands of all frames); tracking mode is sequential by nature (a frame's ROIs
+        come from the previous frame), so it processes them one by one."""
+        if not self.cfg.static:
+            return [self.process(im) for im in images]
+        if not images:
+            return []
+        for im in images:
+            _check_image(im)
+        t0 = time.perf_counter()
+        images = [self._prepare(im) for im in images]
+        detections = self.detector(images)
+        self.detector_calls += 1
+        rois = [d.rois[: self.cfg.max_hands] for d in detections]
+        t1 = time.perf_counter()
+        frames, t_crops, t_model = self._landmarks(images, rois)
+        t4 = time.perf_counter()
+        n = len(images)
+        t_post = (t4 - t1) - t_crops - t_model
+        self._record([FrameTiming(detector=(t1 - t0) * 1e3 / n, crops=t_crops * 1e3 / n, crop_model=t_model * 1e3 / n,
+                                  post=t_post * 1e3 / n, tracker=0.0, total=(t4 - t0) * 1e3 / n, detector_ran=True,
+                                  hands=len(f.results)) for f in frames])
+        return [f.results for f in frames]
+
+    # ------------------------------------------------------------------ stages
+    def _prepare(self, image: np.ndarray) -> np.ndarray:
+        if self.cfg.grayscale:
+            return cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+        return image
+
+    def _rois_from_followed(self) -> list[Roi]:
+        cfg = self.cfg
+        rois = []
+        for kp in self._followed[: cfg.max_hands]:
+            if cfg.landmark_roi == "mediapipe":
+                rois.append(roi_from_landmarks(kp, cfg.landmark_roi_scale, cfg.landmark_roi_shift))
+            else:
+                rois.append(roi_from_keypoints(kp, expand_ratio=cfg.keypoint_roi_expand, rotate=True))
+        return rois
+
+    def _merge(self, followed: list[Roi], detections: Detections, limit: int) -> list[Roi]:
+        """Followed ROIs first; a detection joins only if it is a hand not followed yet
+        (MediaPipe's AssociationNormRect: landmark ROIs win over palm ROIs at IoU > 0.5)."""
+        rois = list(followed)
+        for roi in detections.rois:
+            if len(rois) >= limit:
+                break
+            if all(roi_iou(roi, other) <= 0.5 for other in followed):
+                rois.append(roi)
+        return rois
+
+    def _landmarks(self, images: list[np.ndarray], rois: list[list[Roi]]) -> tuple[list[_Frame], float, float]:
+        """Crops of all ROIs of all images -> one crop-model call -> per-image hands.
+        Returns the frames and the seconds spent on crops and on the crop model."""
+        cfg = self.cfg
+        size = self.crop_model.img_size
+        t0 = time.perf_counter()
+        parts = [crops_batch(im, r, size) for im, r in zip(images, rois) if r]
+        x = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 3, size, size), np.float32)
+        inverse = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, 2, 3))
+        t1 = time.perf_counter()
+        out = self.crop_model(x)  # one call for every hand of every image
+        t2 = time.perf_counter()
+
+        # Landmarks crop pixels -> image pixels, all hands at once.
+        lm = out["landmarks"][..., :2].astype(np.float64)  # [B, 21, 2]
+        xy = np.einsum("bkj,bij->bki", lm, inverse[:, :, :2]) + inverse[:, None, :, 2]  # [B, 21, 2]
+        presence = out["presence"].astype(np.float32)  # [B]
+        probs = out["gesture_probs"] if self.crop_model.gesture_trained else None
+
+        frames, start = [], 0
+        for image, r in zip(images, rois):
+            idx = np.arange(start, start + len(r))
+            start += len(r)
+            idx = idx[presence[idx] >= cfg.min_presence]
+            # Visibility column = presence: the network gives one confidence per hand, not per point.
+            kp = np.concatenate([xy[idx], np.repeat(presence[idx, None, None], NUM_KEYPOINTS, 1)], axis=-1)
+            boxes = _boxes_from_keypoints(xy[idx], cfg.box_pad, image.shape[1], image.shape[0])
+            # Most present first; duplicates (two ROIs on one hand) merged; at most max_hands.
+            keep = suppress_duplicates(boxes, presence[idx], cfg.duplicate_iou)[: cfg.max_hands]
+            idx, kp, boxes = idx[keep], kp[keep], boxes[keep]
+            if probs is not None and len(idx):
+                gesture, gesture_score = probs[idx].argmax(-1), probs[idx].max(-1)
+            else:
+                gesture, gesture_score = np.full(len(idx), -1), np.zeros(len(idx))
+            results = HandResults(xyxy=boxes, score=presence[idx], keypoints=kp, gesture=gesture,
+                                  gesture_score=gesture_score,
+                                  handedness=(out["handedness"][idx] > 0.5).astype(np.int64))
+            frames.append(_Frame(results, kp, None if probs is None else probs[idx]))
+        return frames, t1 - t0, t2 - t1
+
+    def _record(self, timings: list[FrameTiming]) -> None:
+        for t in timings:
+            for k in STAGES:
+                self.timing_totals[k] += getattr(t, k)
+        self.frames += len(timings)
+        self.last_timing = timings[-1]
+        self.last_timings = timings
+
+    def mean_timing(self) -> dict[str, float]:
+        """Mean milliseconds per frame and stage since construction."""
+        return {k: v / max(self.frames, 1) for k, v in self.timing_totals.items()}
+
+
+def make_detector(cfg: PipelineConfig | None = None) -> Callable[[np.ndarray], HandResults]:
+    """Frame -> hands without the tracker, for tools that run their own (e.g.
+    `python -m benchmarks.tracking --detector shared.inference.pipeline:make_detector`):
+    a callable taking a BGR uint8 image (OpenCV's order) and returning static-mode hands."""
+    pipe = HandPipeline(replace(cfg or PipelineConfig(), static=True))
+
+    def detect(image_bgr: np.ndarray) -> HandResults:
+        return pipe.process(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
+
+    return detect
+
+
+def _boxes_from_keypoints(xy: np.ndarray, pad: float, width: int, height: int) -> np.ndarray:
+    """[N, 4] xyxy around [N, 21, 2] points, grown by `pad` x extent on each side, clipped
+    to the image (a hand at the border: its box stays on the image, its points may not)."""
+    if len(xy) == 0:
+        return np.zeros((0, 4), np.float32)
+    lo, hi = xy.min(1), xy.max(1)  # [N, 2]
+    margin = (hi - lo) * pad
+    boxes = np.concatenate([lo - margin, hi + margin], axis=1)  # [N, 4]
+    return np.clip(boxes, 0, [width, height, width, height]).astype(np.float32)
+
+
+def _check_image(image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 image [H, W, 3], got "
+                         f"{getattr(image, 'shape', None)} {getattr(image, 'dtype', type(image).__name__)}")
+
+
+__all__ = ["FrameTiming", "HandPipeline", "PipelineConfig", "STAGES", "crops_batch", "make_detector",
+           "roi_from_landmarks", "suppress_duplicates"]
