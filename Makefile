@@ -13,7 +13,7 @@ OFFLINE_ENV := HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 http
 	https_proxy=http://127.0.0.1:9 NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost \
 	YOLO_OFFLINE=1 HF_HUB_OFFLINE=1 CLEARML_OFFLINE_MODE=1 NO_ALBUMENTATIONS_UPDATE=1
 
-.PHONY: demo test setup weights triton-venv bench lint clean help
+.PHONY: demo test setup weights triton-venv mediapipe-venv bench lint clean help
 .DEFAULT_GOAL := help
 
 help:
@@ -45,7 +45,11 @@ demo: setup
 test: setup
 	$(OFFLINE_ENV) $(PY) -m pytest -q
 
-bench: setup
+# MediaPipe Hands 0.10.21 in its own venv (it needs numpy<2): the peer of benchmarks/latency.py.
+mediapipe-venv: $(VENV)/.installed
+	$(PY) -c "from benchmarks.mediapipe_peer import ensure_venv; ensure_venv(quiet=False)"
+
+bench: setup mediapipe-venv
 	for b in data models train gmae tracking latency triton; do \
 		test -f benchmarks/$$b.py && $(OFFLINE_ENV) $(PY) -m benchmarks.$$b || exit 1; done
 
