@@ -1,0 +1,106 @@
+"""Pipeline parameters: one dataclass, presets in configs/pipeline/<name>.yaml, `--set key=value` overrides.
+
+The resolved config is passed to every step as a plain dict, and is the pipeline's
+parameter set in the ClearML UI (edit it there to rerun with other values).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shared.config import config_to_dict, option, read_yaml
+from shared.errors import UserError
+from shared.hand import GESTURES
+
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
+
+
+@dataclass
+class PipelineConfig:
+    preset: str = option("demo", "preset name (configs/pipeline/<preset>.yaml)")
+    output_dir: str = option("outputs/pipeline", "where every step writes")
+    # data
+    source: str = option("synthetic", "synthetic | folder | hagrid | roboflow")
+    input_dir: str = option("", "folder / HaGRID root for those sources")
+    roboflow_api_key: str = option("", "Roboflow key (or env ROBOFLOW_API_KEY)")
+    roboflow_workspace: str = option("", "Roboflow workspace")
+    roboflow_project: str = option("", "Roboflow project")
+    roboflow_version: int = option(0, "Roboflow version")
+    num_images: int = option(600, "synthetic images")
+    sequences: int = option(2, "synthetic sequences (tracking evaluation)")
+    frames: int = option(40, "frames per synthetic sequence")
+    image_size: int = option(320, "synthetic image side")
+    seed: int = option(0, "seed for everything")
+    num_augmentations: int = option(1, "augmented copies per training image (0 = off)")
+    aug_type: str = option("standard", "light | standard | heavy")
+    # G-MAE
+    pretrain_epochs: int = option(2, "G-MAE pretraining epochs (0 = skip)")
+    pretrain_batch_size: int = option(32, "G-MAE pretraining batch")
+    gmae_model: str = option("gmae_tiny", "gmae_tiny | gmae_small | gmae_base")
+    gmae_img_size: int = option(64, "G-MAE input size")
+    # detector
+    detector_epochs: int = option(1, "YOLO epochs (0 = skip; the pipeline then uses BlazePalm)")
+    detector_model: str = option("yolo11n-pose.yaml", "YOLO model YAML or .pt")
+    detector_imgsz: int = option(320, "YOLO image size")
+    detector_batch_size: int = option(16, "YOLO batch")
+    # gestures
+    classifier_epochs: int = option(1, "gesture classifier epochs (0 = skip)")
+    classifier_source: str = option("timm", "timm | gmae (fine-tune the pretrained G-MAE encoder)")
+    classifier_model: str = option("mobilenetv3_small_100", "timm model name")
+    relabel: bool = option(False, "relabel training gestures with the classifier")
+    relabel_min_confidence: float = option(0.9, "relabel only above this confidence")
+    # hand model (BlazeHand multitask)
+    hand_model: str = option("blazehand_full", "blazehand_full | blazehand_lite")
+    hand_pretrained_weights: str = option("mediapipe", "mediapipe | a .pth | none")
+    multitask_epochs: int = option(3, "multitask epochs")
+    batch_size: int = option(32, "crops per batch")
+    lr: float = option(1e-4, "learning rate of the pretrained weights")
+    # evaluation, export, deploy
+    gates: dict = option({"gestures/macro_f1": 0.5, "keypoints/pck@0.1": 0.5},
+                         "quality gates: metric -> minimum; a failing gate stops export and deploy")
+    latency_frames: int = option(20, "frames for the latency measurement")
+    triton_repo: str = option("outputs/pipeline/triton_repo", "Triton model repository to write")
+    deploy_backend: str = option("python", "python | onnxruntime | tensorrt")
+    smoke_test: bool = option(True, "send one request through a local Triton when its venv exists")
+    queues: dict = option({"cpu": "cpu", "gpu": "gpu", "services": "services"},
+                          "agent queues per step kind (data steps: cpu; training/export: gpu; controller: services)")
+
+    def as_step_dict(self) -> dict[str, Any]:
+        d = config_to_dict(self)
+        d["gesture_names"] = list(GESTURES)
+        return d
+
+
+def _parse_value(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+def load_pipeline_config(preset: str, overrides: list[str] | None = None) -> PipelineConfig:
+    path = Path(preset)
+    if not path.suffix:
+        path = PRESETS_DIR / f"{preset}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+        raise UserError(f"unknown preset {preset!r}: no {path}; presets: {', '.join(names)}")
+    data = read_yaml(path)
+    data.setdefault("preset", path.stem)
+    values: dict[str, Any] = {}
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--set expects KEY=VALUE, got {item!r}")
+        values[key.strip()] = _parse_value(value)
+    names = {f.name for f in dataclasses.fields(PipelineConfig)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UserError(f"--set: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+    merged = {**data, **values}
+    unknown = sorted(set(merged) - names)
+    if unknown:
+        raise UserError(f"{path}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+    return PipelineConfig(**merged)

@@ -1,0 +1,418 @@
+"""The full hand-perception pipeline, as a ClearML pipeline.
+
+    python pipelines/full.py                      # no ClearML server configured: offline, demo preset, this process
+    python pipelines/full.py --preset full        # with a server: enqueue controller + steps on agent queues
+    python pipelines/full.py --local              # with a server: steps as local subprocesses
+    python pipelines/full.py --offline --preset tiny --set num_images=40
+
+ingest -> augment -> pretrain (G-MAE) -> train (detector; gesture classifier, from timm or from the
+G-MAE encoder; relabel when asked; multitask BlazeHand from MediaPipe weights) -> evaluate (quality
+gates) -> export (ONNX, TensorRT where available) -> deploy (Triton repository, smoke request).
+
+Steps pass small dicts of paths and ids (`pipelines/store.py`): as paths when every step runs in
+this process, as ClearML datasets and models when they run on agents elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python pipelines/full.py` puts pipelines/ first, not the repo
+    sys.path.insert(0, str(ROOT))
+
+from pipelines.config import PipelineConfig, load_pipeline_config  # noqa: E402
+
+PROJECT = "handops"
+
+
+# ============================================================================ steps
+# Each step is a plain function: imports inside (an agent runs it as a standalone script),
+# arguments and return values are small dicts of paths/ids/metrics.
+
+def ingest_dataset(cfg: dict) -> dict:
+    import dataclasses as _dc
+
+    from components.ingest import IngestConfig, ingest
+    from pipelines.store import publish_folder
+
+    out = os.path.join(cfg["output_dir"], "dataset")
+    icfg = IngestConfig(source=cfg["source"], input_dir=cfg["input_dir"], output_dir=out,
+                        num_images=cfg["num_images"], sequences=cfg["sequences"], frames=cfg["frames"],
+                        image_size=cfg["image_size"], seed=cfg["seed"], overwrite=True,
+                        api_key=cfg["roboflow_api_key"], workspace=cfg["roboflow_workspace"],
+                        project=cfg["roboflow_project"], version=cfg["roboflow_version"])
+    result = ingest(icfg)
+    log_metrics("ingest", {f"{split}/images": c["images"] for split, c in result.counts.items()})
+    return {"dataset": publish_folder(out, "dataset", PROJECT + "/datasets", [cfg["preset"]]),
+            "content_hash": result.content_hash, "counts": result.counts, "config": _dc.asdict(icfg)}
+
+
+def augment_dataset(cfg: dict, ingested: dict) -> dict:
+    from components.augment import AugmentConfig, augment
+    from pipelines.store import fetch_folder, publish_folder
+
+    data = fetch_folder(ingested["dataset"])
+    out = os.path.join(cfg["output_dir"], "augmented_train")
+    if cfg["num_augmentations"] <= 0:
+        return {"train_images": str(data / "train" / "images"), "train_labels": str(data / "train" / "labels"),
+                "folder": None}
+    result = augment(AugmentConfig(images_dir=str(data / "train" / "images"),
+                                   labels_dir=str(data / "train" / "labels"), output_dir=out,
+                                   num_augmentations=cfg["num_augmentations"], aug_type=cfg["aug_type"],
+                                   save_original=True, seed=cfg["seed"]))
+    log_metrics("augment", {"images_out": result.images_out, "hands_dropped": result.hands_dropped})
+    ref = publish_folder(out, "augmented_train", PROJECT + "/datasets", [cfg["preset"]])
+    return {"folder": ref, "train_images": os.path.join(ref["path"], "images"),
+            "train_labels": os.path.join(ref["path"], "labels")}
+
+
+def pretrain_encoder(cfg: dict, ingested: dict) -> dict:
+    from components.pretrain import PretrainConfig, run_pretrain
+    from pipelines.store import fetch_folder, register_model
+
+    if cfg["pretrain_epochs"] <= 0:
+        return {"encoder": None, "metrics": {}}
+    data = fetch_folder(ingested["dataset"])
+    out = os.path.join(cfg["output_dir"], "pretrain")
+    pcfg = PretrainConfig(data_dir=str(data), output_dir=out, model=cfg["gmae_model"], epochs=cfg["pretrain_epochs"],
+                          batch_size=cfg["pretrain_batch_size"], img_size=cfg["gmae_img_size"], seed=cfg["seed"])
+    result = run_pretrain(pcfg)
+    log_metrics("pretrain", result.metrics)
+    ref = register_model(result.encoder_path, "gmae_encoder", ["gmae", "encoder", cfg["preset"]],
+                         {"metrics": result.metrics, "model": cfg["gmae_model"], "img_size": cfg["gmae_img_size"],
+                          "dataset_hash": ingested["content_hash"]})
+    return {"encoder": ref, "metrics": result.metrics}
+
+
+def train_detector_model(cfg: dict, ingested: dict) -> dict:
+    from components.tasks.detector import DetectorConfig, train_detector
+    from pipelines.store import fetch_folder, register_model
+
+    if cfg["detector_epochs"] <= 0:
+        return {"model": None, "metrics": {}}
+    data = fetch_folder(ingested["dataset"])
+    dcfg = DetectorConfig(data=str(data), model=cfg["detector_model"], imgsz=cfg["detector_imgsz"],
+                          epochs=cfg["detector_epochs"], batch_size=cfg["detector_batch_size"], seed=cfg["seed"],
+                          workers=0, checkpoint_dir=os.path.join(cfg["output_dir"], "detector"))
+    result = train_detector(dcfg)
+    log_metrics("detector", result.metrics)
+    ref = register_model(result.best, "hand_detector", ["detector", cfg["preset"]],
+                         {"metrics": result.metrics, "imgsz": cfg["detector_imgsz"],
+                          "dataset_hash": ingested["content_hash"]})
+    return {"model": ref, "metrics": result.metrics}
+
+
+def train_gesture_classifier(cfg: dict, ingested: dict, augmented: dict, pretrained: dict) -> dict:
+    from pipelines.store import fetch_folder, fetch_model, register_model
+
+    if cfg["classifier_epochs"] <= 0:
+        return {"model": None, "metrics": {}, "kind": None}
+    data = fetch_folder(ingested["dataset"])
+    out = os.path.join(cfg["output_dir"], "classifier")
+    if cfg["classifier_source"] == "gmae" and pretrained.get("encoder"):
+        from components.tasks.gmae_finetune import GMAEFinetuneConfig, run_finetune
+
+        fcfg = GMAEFinetuneConfig(data_dir=str(data), pretrained_weights=str(fetch_model(pretrained["encoder"])),
+                                  checkpoint_dir=out, epochs=cfg["classifier_epochs"], model=cfg["gmae_model"],
+                                  img_size=cfg["gmae_img_size"], batch_size=cfg["batch_size"], seed=cfg["seed"],
+                                  num_workers=0, progress_bar=False)
+        result = run_finetune(fcfg)
+        kind, name = "gmae", cfg["gmae_model"]
+    else:
+        from components.tasks.classifier import ClassifierConfig, train_classifier
+
+        ccfg = ClassifierConfig(data=str(data), train_images=augmented["train_images"],
+                                train_labels=augmented["train_labels"], epochs=cfg["classifier_epochs"],
+                                batch_size=cfg["batch_size"], model_name=cfg["classifier_model"], output_dir=out,
+                                num_workers=0, progress_bar=False, seed=cfg["seed"])
+        result = train_classifier(ccfg)
+        kind, name = "timm", cfg["classifier_model"]
+    log_metrics("classifier", result.metrics)
+    ref = register_model(result.best, "gesture_classifier", ["classifier", kind, cfg["preset"]],
+                         {"metrics": result.metrics, "model": name, "kind": kind,
+                          "dataset_hash": ingested["content_hash"]})
+    return {"model": ref, "metrics": result.metrics, "kind": kind, "name": name}
+
+
+def relabel_gestures(cfg: dict, augmented: dict, classifier: dict) -> dict:
+    from components.relabel import RelabelConfig, relabel
+    from pipelines.store import fetch_model
+
+    if not cfg["relabel"] or not classifier.get("model") or classifier.get("kind") != "timm":
+        return {"train_labels": augmented["train_labels"], "changed": 0}
+    out = os.path.join(cfg["output_dir"], "relabeled_train_labels")
+    result = relabel(RelabelConfig(images_dir=augmented["train_images"], labels_dir=augmented["train_labels"],
+                                   model_weights=str(fetch_model(classifier["model"])), model_type="timm",
+                                   model_name=classifier["name"], output_dir=out,
+                                   min_confidence=cfg["relabel_min_confidence"]))
+    log_metrics("relabel", {"changed": result.changed})
+    return {"train_labels": result.labels_dir, "changed": result.changed}
+
+
+def train_hand_model(cfg: dict, ingested: dict, augmented: dict, relabeled: dict) -> dict:
+    from components.tasks.landmarks import MultitaskConfig, train_multitask
+    from pipelines.store import fetch_folder, register_model
+
+    data = fetch_folder(ingested["dataset"])
+    mcfg = MultitaskConfig(train_images=augmented["train_images"], train_labels=relabeled["train_labels"],
+                           val_images=str(data / "val" / "images"), val_labels=str(data / "val" / "labels"),
+                           model_type=cfg["hand_model"], pretrained_weights=cfg["hand_pretrained_weights"],
+                           epochs=cfg["multitask_epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+                           use_weighted_sampler=True, num_workers=0, progress_bar=False, seed=cfg["seed"],
+                           checkpoint_dir=os.path.join(cfg["output_dir"], "hand_model"))
+    result = train_multitask(mcfg)
+    log_metrics("hand_model", result.metrics)
+    ref = register_model(result.best, "hand_landmarks", ["multitask", cfg["hand_model"], cfg["preset"]],
+                         {"metrics": result.metrics, "img_size": 224, "gestures": cfg["gesture_names"],
+                          "init": cfg["hand_pretrained_weights"], "dataset_hash": ingested["content_hash"]})
+    return {"model": ref, "metrics": result.metrics}
+
+
+def evaluate_models(cfg: dict, ingested: dict, detector: dict, hand_model: dict, classifier: dict) -> dict:
+    from components.evaluate import EvaluateConfig, evaluate
+    from pipelines.store import fetch_folder, fetch_model
+
+    data = fetch_folder(ingested["dataset"])
+    ecfg = EvaluateConfig(data=str(data), hand_model=str(fetch_model(hand_model["model"])),
+                          model_type=cfg["hand_model"],
+                          detector=str(fetch_model(detector["model"])) if detector.get("model") else "",
+                          output_dir=os.path.join(cfg["output_dir"], "evaluation"), gates=cfg["gates"],
+                          latency_frames=cfg["latency_frames"])
+    result = evaluate(ecfg)
+    log_metrics("evaluate", {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
+    return {"report": result.report_json, "markdown": result.report_md, "metrics": result.metrics,
+            "passed": result.passed, "failures": result.failures}
+
+
+def export_models(cfg: dict, hand_model: dict, detector: dict, evaluation: dict) -> dict:
+    from pipelines.store import fetch_model, publish_model, register_model
+    from shared.models.export import OnnxExportConfig, export_onnx_stage
+    from shared.models.tensorrt import TensorRTExportConfig, export_tensorrt, tensorrt_available
+
+    out = Path(cfg["output_dir"]) / "export"
+    exports: dict = {}
+    hand = export_onnx_stage(OnnxExportConfig(model_type=cfg["hand_model"],
+                                              weights=str(fetch_model(hand_model["model"])),
+                                              output_path=str(out / "hand_landmarks.onnx"), dynamic_batch=True,
+                                              verify=True))
+    exports["hand_landmarks_onnx"] = register_model(
+        hand.onnx_path, "hand_landmarks_onnx", ["onnx", "multitask", cfg["preset"]],
+        {"source": hand_model["model"]["path"], "metrics": evaluation["metrics"].get("keypoints", {}),
+         "inputs": hand.inputs, "outputs": hand.outputs, "max_abs_diff": hand.max_abs_diff})
+    palm = export_onnx_stage(OnnxExportConfig(model_type="blazepalm_full", weights="mediapipe",
+                                              output_path=str(out / "blazepalm.onnx"), dynamic_batch=True))
+    exports["blazepalm_onnx"] = register_model(palm.onnx_path, "blazepalm_onnx", ["onnx", "detector", cfg["preset"]],
+                                               {"source": "mediapipe palm_detection_full", "inputs": palm.inputs,
+                                                "outputs": palm.outputs})
+    if tensorrt_available():  # GPU hosts only
+        trt = export_tensorrt(TensorRTExportConfig(onnx_path=hand.onnx_path, fp16=True,
+                                                   output_path=str(out / "hand_landmarks_fp16.plan")))
+        exports["hand_landmarks_trt"] = register_model(trt.engine_path, "hand_landmarks_trt_fp16",
+                                                       ["tensorrt", "fp16", cfg["preset"]],
+                                                       {"source": hand.onnx_path, "accuracy": trt.accuracy})
+    # This step runs only when the quality gates passed: publish what is about to be deployed.
+    for ref in [hand_model.get("model"), detector.get("model"), *exports.values()]:
+        if ref:
+            publish_model(ref)
+    return exports
+
+
+def deploy_models(cfg: dict, exports: dict) -> dict:
+    from components.deploy import DeployConfig, deploy
+    from pipelines.store import fetch_model
+
+    dcfg = DeployConfig(triton_repo=cfg["triton_repo"], backend=cfg["deploy_backend"],
+                        onnx=str(fetch_model(exports["hand_landmarks_onnx"])),
+                        palm_onnx=str(fetch_model(exports["blazepalm_onnx"])),
+                        smoke_test=cfg["smoke_test"])
+    result = deploy(dcfg)
+    return dataclasses.asdict(result)
+
+
+def log_metrics(step: str, metrics: dict) -> None:
+    """Report a step's final numbers to the pipeline task (offline: into the session zip)."""
+    from clearml import Task
+
+    task = Task.current_task()
+    if task is None:
+        return
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            title, _, series = f"{step}/{key}".partition("/")
+            task.get_logger().report_scalar(title=title, series=series, value=float(value), iteration=0)
+
+
+# ============================================================================ wiring
+STEP_PACKAGES = {
+    "data": ["numpy", "opencv-python-headless", "albumentations", "pillow", "pyyaml", "tqdm", "clearml"],
+    "torch": ["torch==2.14.1", "torchvision==0.29.1", "lightning", "timm", "numpy", "opencv-python-headless",
+              "albumentations", "pyyaml", "tqdm", "scipy", "matplotlib", "tflite", "clearml"],
+    "detector": ["ultralytics", "torch==2.14.1", "torchvision==0.29.1", "numpy", "pyyaml", "clearml"],
+    "export": ["torch==2.14.1", "onnx", "onnxruntime", "numpy", "tflite", "clearml"],
+    "deploy": ["numpy", "onnx", "tritonclient[grpc]", "pyyaml", "clearml"],
+}
+
+# name, function, return value names, task type, queue key, packages key, cached
+STEPS = [
+    ("ingest_dataset", ingest_dataset, ["ingested"], "data_processing", "cpu", "data", True),
+    ("augment_dataset", augment_dataset, ["augmented"], "data_processing", "cpu", "data", True),
+    ("pretrain_encoder", pretrain_encoder, ["pretrained"], "training", "gpu", "torch", True),
+    ("train_detector_model", train_detector_model, ["detector"], "training", "gpu", "detector", True),
+    ("train_gesture_classifier", train_gesture_classifier, ["classifier"], "training", "gpu", "torch", True),
+    ("relabel_gestures", relabel_gestures, ["relabeled"], "data_processing", "gpu", "torch", True),
+    ("train_hand_model", train_hand_model, ["hand_model"], "training", "gpu", "torch", True),
+    ("evaluate_models", evaluate_models, ["evaluation"], "qc", "gpu", "torch", False),
+    ("export_models", export_models, ["exports"], "custom", "gpu", "export", False),
+    ("deploy_models", deploy_models, ["deployment"], "custom", "cpu", "deploy", False),
+]
+
+
+class GateFailed(RuntimeError):
+    pass
+
+
+def build_pipeline(cfg: PipelineConfig):
+    """Decorate the steps with this run's queues and return the pipeline function."""
+    from clearml import PipelineDecorator
+
+    steps = {}
+    for name, fn, returns, task_type, queue_key, pkg_key, cached in STEPS:
+        steps[name] = PipelineDecorator.component(
+            return_values=returns, cache=cached, task_type=task_type, name=name,
+            execution_queue=cfg.queues.get(queue_key, queue_key), packages=STEP_PACKAGES[pkg_key],
+            helper_functions=[log_metrics], repo=None)(fn)
+
+    @PipelineDecorator.pipeline(name=f"hand-perception-{cfg.preset}", project=PROJECT, version="1.0",
+                                pipeline_execution_queue=cfg.queues.get("services", "services"),
+                                add_pipeline_tags=True)
+    def hand_pipeline(config: dict) -> dict:
+        from clearml import Task
+
+        task = Task.current_task()
+        folder = task.get_offline_mode_folder() if task is not None and task.is_offline() else None
+        session = {"task_id": task.id if task is not None else None,
+                   "offline_zip": f"{folder}.zip" if folder else None}
+        ingested = steps["ingest_dataset"](config)
+        augmented = steps["augment_dataset"](config, ingested)
+        pretrained = steps["pretrain_encoder"](config, ingested)
+        detector = steps["train_detector_model"](config, ingested)
+        classifier = steps["train_gesture_classifier"](config, ingested, augmented, pretrained)
+        relabeled = steps["relabel_gestures"](config, augmented, classifier)
+        hand_model = steps["train_hand_model"](config, ingested, augmented, relabeled)
+        evaluation = steps["evaluate_models"](config, ingested, detector, hand_model, classifier)
+        if not evaluation["passed"]:
+            raise GateFailed("quality gate failed, export and deploy skipped: " + "; ".join(evaluation["failures"]))
+        exports = steps["export_models"](config, hand_model, detector, evaluation)
+        deployment = steps["deploy_models"](config, exports)
+        return {"session": session, "ingested": ingested, "pretrained": pretrained, "detector": detector, "classifier": classifier,
+                "hand_model": hand_model, "evaluation": evaluation, "exports": exports, "deployment": deployment}
+
+    return hand_pipeline
+
+
+def run_offline(cfg: PipelineConfig) -> dict:
+    """The same pipeline, offline, every step in this process (no server needed)."""
+    from clearml import PipelineDecorator, Task
+
+    Task.set_offline(True)
+    PipelineDecorator.debug_pipeline()
+    pipeline = build_pipeline(cfg)
+    start = time.time()
+    error: Exception | None = None
+    result: dict = {}
+    try:
+        result = pipeline(config=cfg.as_step_dict()) or {}
+    except GateFailed as exc:
+        error = exc
+    task = Task.current_task()
+    session = (result.get("session") or {}).get("offline_zip")
+    if task is not None:
+        if session is None and task.get_offline_mode_folder():
+            session = f"{task.get_offline_mode_folder()}.zip"
+        task.close()  # writes the offline session zip
+    summary = {"preset": cfg.preset, "seconds": round(time.time() - start, 1), "output_dir": cfg.output_dir,
+               "offline_session": session, "error": str(error) if error else None, "result": result}
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.output_dir) / "pipeline_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    if error:
+        raise error
+    return summary
+
+
+def print_summary(summary: dict) -> None:
+    r = summary["result"]
+    ev = r.get("evaluation") or {}
+    print("\n=== pipeline finished in", summary["seconds"], "s ===")
+    print("dataset        ", (r.get("ingested") or {}).get("dataset", {}).get("path"))
+    for key in ("detector", "classifier", "hand_model", "pretrained"):
+        ref = (r.get(key) or {}).get("model") or (r.get(key) or {}).get("encoder")
+        if ref:
+            print(f"{key:15s}", ref["path"])
+    print("report         ", ev.get("markdown"))
+    for name, ref in (r.get("exports") or {}).items():
+        print(f"{name:15s}", ref["path"])
+    dep = r.get("deployment") or {}
+    print("triton_repo    ", dep.get("triton_repo"), "| smoke request:", dep.get("smoke"))
+    print("offline session", summary["offline_session"])
+    print("summary        ", Path(summary["output_dir"]) / "pipeline_summary.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python pipelines/full.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default=None, help="demo | full | tiny | a YAML path (default: demo offline, "
+                                                       "full with a server)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
+    parser.add_argument("--offline", action="store_true", help="run offline in this process even with a server")
+    parser.add_argument("--local", action="store_true", help="with a server: run steps as local subprocesses")
+    args = parser.parse_args(argv)
+
+    from pipelines.store import check_server, configured_server
+    from shared.errors import UserError
+
+    host = None if args.offline else configured_server()
+    try:
+        cfg = load_pipeline_config(args.preset or ("full" if host else "demo"), args.set)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    if host is None:
+        if not args.offline:
+            print("No ClearML server configured (clearml.conf / CLEARML_API_HOST): running the pipeline offline "
+                  f"in this process on the '{cfg.preset}' preset.")
+        try:
+            summary = run_offline(cfg)
+        except GateFailed as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 3
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print_summary(summary)
+        return 0
+    problem = check_server(host)
+    if problem:
+        print(f"error: {problem}; fix clearml.conf / CLEARML_API_* or run offline with --offline", file=sys.stderr)
+        return 2
+    from clearml import PipelineDecorator
+
+    pipeline = build_pipeline(cfg)
+    if args.local:
+        os.environ["HANDOPS_PIPELINE_LOCAL"] = "1"
+        PipelineDecorator.run_locally()
+    pipeline(config=cfg.as_step_dict())
+    print("pipeline started on the ClearML server:", host)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

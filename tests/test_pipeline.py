@@ -1,0 +1,182 @@
+"""The ClearML pipeline, offline, with the real SDK: every step runs, the session zip holds
+every step's metrics and the registered models, the Triton repository is complete, each
+step's generated standalone script compiles and declares the packages it imports, and a
+failing quality gate stops the run before export."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+STEP_NAMES = ["ingest_dataset", "augment_dataset", "pretrain_encoder", "train_detector_model",
+              "train_gesture_classifier", "relabel_gestures", "train_hand_model", "evaluate_models", "export_models",
+              "deploy_models"]
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    for key in ("CLEARML_API_HOST", "CLEARML_API_ACCESS_KEY", "CLEARML_API_SECRET_KEY"):
+        env.pop(key, None)
+    env.update(CLEARML_CACHE_DIR=str(tmp / "clearml"), CLEARML_CONFIG_FILE=str(tmp / "no-clearml.conf"),
+               HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9", NO_PROXY="127.0.0.1,localhost",
+               NO_ALBUMENTATIONS_UPDATE="1", YOLO_OFFLINE="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def _run(tmp: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, "pipelines/full.py", *args], cwd=ROOT, env=_env(tmp), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, subprocess.CompletedProcess]:
+    tmp = tmp_path_factory.mktemp("pipeline")
+    proc = _run(tmp, "--preset", "tiny", "--set", f"output_dir={tmp / 'out'}", f"triton_repo={tmp / 'repo'}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    summary = json.loads((tmp / "out" / "pipeline_summary.json").read_text())
+    return tmp, summary, proc
+
+
+def _session(summary: dict) -> dict:
+    zpath = Path(summary["offline_session"])
+    assert zpath.is_file(), zpath
+    with zipfile.ZipFile(zpath) as z:
+        names = z.namelist()
+        task = json.loads(z.read("task.json"))
+        metrics = [json.loads(line) for line in z.read("metrics.jsonl").decode().splitlines() if line.strip()]
+    events = [e for batch in metrics for e in (batch if isinstance(batch, list) else [batch])]
+    return {"names": names, "task": task, "events": events}
+
+
+@pytest.mark.slow
+def test_offline_pipeline_runs_every_step(tiny_run) -> None:
+    tmp, summary, proc = tiny_run
+    assert "No ClearML server configured" in proc.stdout
+    session = _session(summary)
+    configured = set(session["task"]["configuration"])
+    assert set(STEP_NAMES) <= configured, configured
+    titles = {e.get("metric") for e in session["events"]}
+    for step in ("ingest", "augment", "pretrain", "detector", "classifier", "hand_model", "evaluate"):
+        assert step in titles, (step, titles)
+    models = {m["init"]["name"] for m in session["task"]["offline_output_models"]}
+    assert {"hand_landmarks", "hand_landmarks_onnx", "blazepalm_onnx", "hand_detector", "gesture_classifier",
+            "gmae_encoder"} <= models
+    assert any(n.startswith("models/") and n.endswith(".onnx") for n in session["names"])  # weights in the zip
+    # The evaluation report and the Triton repository.
+    report = json.loads((tmp / "out" / "evaluation" / "report.json").read_text())
+    assert {"keypoints", "gestures", "tracking", "latency", "detector"} <= set(report["metrics"])
+    repo = tmp / "repo"
+    for model in summary["result"]["deployment"]["models"]:
+        assert (repo / model / "config.pbtxt").is_file()
+        assert any(p.is_dir() and p.name.isdigit() for p in (repo / model).iterdir())
+
+
+def _imports_of(source: str, func: str) -> set[str]:
+    tree = ast.parse(source)
+    fn = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == func)
+    mods = set()
+    for node in ast.walk(fn):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            mods.add(node.module)
+        elif isinstance(node, ast.Import):
+            mods.update(a.name for a in node.names)
+    return mods
+
+
+def _third_party(modules: set[str]) -> set[str]:
+    """Distributions a process loads when it imports `modules` (the step's transitive needs)."""
+    code = ("import importlib, json, sys\n"
+            f"for m in {sorted(modules)!r}: importlib.import_module(m)\n"
+            "print(json.dumps(sorted({n.split('.')[0] for n in sys.modules})))")
+    out = subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "YOLO_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    top = json.loads(out.stdout.strip().splitlines()[-1])
+    dists = metadata.packages_distributions()
+    stdlib = set(sys.stdlib_module_names)
+    needed = set()
+    for name in top:
+        if name in stdlib or name.startswith("_") or name in ("shared", "components", "pipelines"):
+            continue
+        for dist in dists.get(name, []):
+            needed.add(dist.lower().replace("_", "-"))
+    return needed
+
+
+# Distributions pulled in as dependencies of a listed package: pip installs them with it.
+def _closure(packages: list[str]) -> set[str]:
+    seen: set[str] = set()
+    todo = [p.split("==")[0].split("[")[0].lower().replace("_", "-") for p in packages]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for req in requires:
+            if "extra ==" in req:
+                continue
+            dep = req.split(";")[0].strip()
+            for sep in "<>=!~[ (":
+                dep = dep.split(sep)[0]
+            todo.append(dep.lower().replace("_", "-"))
+    return seen
+
+
+@pytest.mark.slow
+def test_step_scripts_compile_and_declare_their_packages(tiny_run) -> None:
+    _, summary, _ = tiny_run
+    task = _session(summary)["task"]
+    for step in STEP_NAMES:
+        cfg = json.loads(task["configuration"][step]["value"])
+        script = cfg["script"]["diff"]
+        compile(script, f"<{step} standalone script>", "exec")
+        packages = cfg["script"]["requirements"]["pip"].split()
+        declared = _closure(packages)
+        repo_imports = {m for m in _imports_of(script, step) if m.split(".")[0] in ("shared", "components",
+                                                                                      "pipelines")}
+        missing = {d for d in _third_party(repo_imports) if d not in declared}
+        # opencv ships as two interchangeable distributions; either satisfies cv2.
+        if {"opencv-python", "opencv-python-headless"} & missing and "opencv-python-headless" in declared | {
+                d for d in declared if d.startswith("opencv")}:
+            missing -= {"opencv-python", "opencv-python-headless"}
+        assert not missing, f"{step}: imports need {sorted(missing)} but packages list {packages}"
+
+
+@pytest.mark.slow
+def test_impossible_gate_stops_before_export(tmp_path: Path) -> None:
+    proc = _run(tmp_path, "--preset", "tiny", "--set", f"output_dir={tmp_path / 'out'}",
+                f"triton_repo={tmp_path / 'repo'}", "pretrain_epochs=0", "detector_epochs=0", "classifier_epochs=0",
+                'gates={"gestures/macro_f1": 1.01}')
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "gestures/macro_f1" in proc.stderr and "quality gate failed" in proc.stderr
+    assert not (tmp_path / "out" / "export").exists()
+    assert not (tmp_path / "repo").exists()
+
+
+def test_unreachable_server_fails_fast(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    env["CLEARML_API_HOST"] = "http://127.0.0.1:9"
+    proc = subprocess.run([PY, "pipelines/full.py", "--preset", "tiny"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "not reachable" in proc.stderr and "--offline" in proc.stderr
+
+
+def test_bad_override_is_one_clear_error(tmp_path: Path) -> None:
+    proc = _run(tmp_path, "--preset", "tiny", "--set", "epochs_typo=3", timeout=60)
+    assert proc.returncode == 2
+    assert "unknown key(s) epochs_typo" in proc.stderr and "Traceback" not in proc.stderr
