@@ -312,7 +312,8 @@ def build_pipeline(cfg: PipelineConfig):
         exports = steps["export_models"](config, hand_model, detector, evaluation)
         deployment = steps["deploy_models"](config, exports)
         return {"session": session, "ingested": ingested, "pretrained": pretrained, "detector": detector,
-                "classifier": classifier, "hand_model": hand_model, "evaluation": evaluation, "exports": exports, "deployment": deployment}
+                "classifier": classifier, "hand_model": hand_model, "evaluation": evaluation, "exports": exports,
+                "deployment": deployment}
 
     return hand_pipeline
 
