@@ -16,6 +16,7 @@ import argparse
 from shared.config import add_config_args, load_config
 from shared.errors import run_cli
 from shared.models.export import OnnxExportConfig, export_onnx_stage
+from shared.models.tensorrt import TensorRTExportConfig, describe, export_tensorrt
 
 
 def _run_onnx(args: argparse.Namespace) -> int:
@@ -31,8 +32,15 @@ def _run_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_tensorrt(args: argparse.Namespace) -> int:
+    cfg = load_config(TensorRTExportConfig, args.config, args)
+    for line in describe(export_tensorrt(cfg)):
+        print(line)
+    return 0
+
+
 # target name -> (config dataclass, runner); a new target adds one entry.
-TARGETS = {"onnx": (OnnxExportConfig, _run_onnx)}
+TARGETS = {"onnx": (OnnxExportConfig, _run_onnx), "tensorrt": (TensorRTExportConfig, _run_tensorrt)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,6 +55,7 @@ class InferConfig:
     batch_size: int = option(1, "--static: frames per detector / crop-model call")
     device: str = option("cpu", "cpu, cuda or auto")
     threads: int = option(0, "CPU threads for torch / onnxruntime (0 = library default)")
+    triton_url: str = option("127.0.0.1:8001", "--backend triton: the Triton server's gRPC address")
     annotate: bool = option(True, "write annotated images / annotated.mp4")
     pipeline: dict = option({}, "more HandPipeline settings (YAML only), e.g. {detect_interval: 10, min_presence: "
                                 "0.6}; see shared/inference/pipeline.py")
@@ -80,7 +81,7 @@ def pipeline_config(cfg: InferConfig) -> PipelineConfig:
                   model_weights=cfg.model_weights, backend=cfg.backend, device=cfg.device, threads=cfg.threads,
                   img_size=cfg.img_size, max_hands=cfg.max_hands, expand_ratio=cfg.expand_ratio,
                   grayscale=cfg.grayscale, static=cfg.static, track_max_age=cfg.track_max_age,
-                  track_iou_threshold=cfg.track_iou_threshold)
+                  track_iou_threshold=cfg.track_iou_threshold, triton_url=cfg.triton_url)
     if not isinstance(cfg.pipeline, dict):
         raise UserError(f"pipeline: expected a mapping of HandPipeline settings, got {cfg.pipeline!r}")
     known = set(PipelineConfig.__dataclass_fields__)

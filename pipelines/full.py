@@ -256,7 +256,8 @@ STEP_PACKAGES = {
               "albumentations", "pyyaml", "tqdm", "scipy", "matplotlib", "tflite", "clearml"],
     "detector": ["ultralytics", "torch==2.14.1", "torchvision==0.29.1", "numpy", "pyyaml", "clearml"],
     "export": ["torch==2.14.1", "onnx", "onnxruntime", "numpy", "tflite", "clearml"],
-    "deploy": ["numpy", "onnx", "tritonclient[grpc]", "pyyaml", "clearml"],
+    "deploy": ["numpy", "onnx", "onnxruntime", "opencv-python-headless", "scipy", "tritonclient[grpc]", "pyyaml",
+               "clearml"],
 }
 
 # name, function, return value names, task type, queue key, packages key, cached

@@ -285,10 +285,17 @@ def TensorRTRunner(ref: ModelRef) -> Runner:  # noqa: N802 - a factory named lik
 # THE registration point: backend name -> factory(ModelRef) -> Runner. Triton adds
 # "triton" here (`shared.serving.triton_backend.register()`), reading its url and served
 # model name from `ModelRef.options`.
+def _triton_runner(ref: ModelRef) -> Runner:
+    from shared.serving.triton_backend import TritonRunner
+
+    return TritonRunner(ref)
+
+
 RUNNERS: dict[str, Callable[[ModelRef], Runner]] = {
     "torch": TorchRunner,
     "onnxruntime": OnnxRunner,
     "tensorrt": TensorRTRunner,
+    "triton": _triton_runner,  # a network served by Triton (url: ModelRef.options["url"] / $TRITON_URL)
 }
 
 
@@ -501,15 +508,16 @@ class YoloDetector:
 def create_detector(name: str, backend: str = "torch", yolo_model: str = "", expand_ratio: float = 0.3,
                     score_threshold: float = 0.5, max_detections: int | None = None, device: str = "cpu",
                     work_dir: str = "", palm_model: str = "blazepalm_full", palm_weights: str = "mediapipe",
-                    threads: int = 0) -> Detector:
+                    threads: int = 0, options: dict[str, Any] | None = None) -> Detector:
     """The hand detector: "blazepalm" (on the same backend as the crop model; TensorRT and
     other GPU-only backends run the palm net on torch) or "yolo" (Ultralytics)."""
     if name == "yolo":
         return YoloDetector(yolo_model, expand_ratio, score_threshold, max_detections, device=device)
     if name != "blazepalm":
         raise UserError(f"unknown detector {name!r}; choose blazepalm or yolo")
-    palm_backend = backend if backend in ("torch", "onnxruntime") else "torch"
-    ref = ModelRef(palm_model, palm_weights, img_size=192, device=device, work_dir=work_dir, threads=threads)
+    palm_backend = backend if backend in ("torch", "onnxruntime", "triton") else "torch"
+    ref = ModelRef(palm_model, palm_weights, img_size=192, device=device, work_dir=work_dir, threads=threads,
+                   options=dict(options or {}))
     return PalmDetector(create_runner(palm_backend, ref), img_size=192, score_threshold=score_threshold,
                         max_detections=max_detections)
 

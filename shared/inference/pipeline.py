@@ -58,7 +58,7 @@ from shared.tracking import HandTracker, TrackerConfig
 # move little when fingers bend, so the ROI does not breathe with every gesture.
 PALM_LANDMARKS = (0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18)
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "tensorrt", "triton")
 DETECTORS = ("blazepalm", "yolo")
 MODEL_TYPES = ("blazehand", "blazehand_full", "blazehand_lite")
 
@@ -104,6 +104,8 @@ class PipelineConfig:
     smooth_keypoints: bool = option(True, "One-Euro smoothing of tracked keypoints")
     fps: float = option(30.0, "frame rate for smoothing when frames carry no timestamp")
     work_dir: str = option("", "where exported ONNX / TensorRT files are cached ('' = .cache/exports)")
+    triton_url: str = option("127.0.0.1:8001", "--backend triton: gRPC address of a Triton serving the deployed "
+                                               "detector and hand_landmarks (components.deploy / components.serve)")
 
     def __post_init__(self) -> None:
         if self.max_hands < 1:
@@ -218,13 +220,13 @@ class HandPipeline:
         self.cfg = cfg = cfg or PipelineConfig()
         if crop_model is None:
             ref = ModelRef(cfg.model_type, cfg.model_weights, img_size=cfg.img_size, device=cfg.device,
-                           work_dir=cfg.work_dir, threads=cfg.threads)
+                           work_dir=cfg.work_dir, threads=cfg.threads, options={"url": cfg.triton_url})
             crop_model = create_crop_model(cfg.backend, ref)
         if detector is None:
             detector = create_detector(cfg.detector, backend=cfg.backend, yolo_model=cfg.yolo_model,
                                        expand_ratio=cfg.expand_ratio, score_threshold=cfg.detector_score_threshold,
                                        max_detections=cfg.max_hands, device=cfg.device, work_dir=cfg.work_dir,
-                                       threads=cfg.threads)
+                                       threads=cfg.threads, options={"url": cfg.triton_url})
         self.detector = detector
         self.crop_model = crop_model
         self.tracker = HandTracker(cfg.tracker_config())

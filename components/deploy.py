@@ -1,0 +1,561 @@
+"""Write (or update) a Triton model repository for the hand pipeline.
+
+    python -m components.deploy --triton_repo triton_repo --backend python
+    python -m components.deploy --triton_repo triton_repo --backend onnxruntime \\
+        --onnx outputs/export/hand_landmarks.onnx --palm_onnx outputs/export/blazepalm.onnx
+    python -m components.deploy --triton_repo triton_repo --backend tensorrt --engine hand_fp16.plan
+    python -m components.deploy --triton_repo triton_repo --detector yolo --yolo_model runs/detect/best.pt
+
+Exports what it is not given (the crop model from --model_type/--model_weights, MediaPipe's
+palm detector, a YOLO .pt through Ultralytics' exporter; TensorRT engines where TensorRT
+imports), then adds one version of every model (see shared/serving/hand_models.py):
+
+    detector, hand_landmarks   the networks: model.plan (tensorrt_plan), model.onnx
+                               (onnxruntime_onnx) or model.onnx run by onnxruntime inside a
+                               python model (`python`: every Triton build, the CPU one too);
+                               dynamic batching
+    detector_preprocess/_postprocess + hand_detection (ensemble)   stateless detection
+    tracker                    stateful (sequence batching): HandTracker per stream
+    hand_pipeline              stateful python model: the tracking-mode pipeline per stream, its
+                               networks through BLS or in-process (--pipeline_networks)
+
+Every config.pbtxt is generated from the tensor specs (shared/models/specs.py and
+hand_models), each model gets a new version directory, and `version_policy` keeps the last
+--keep_versions. `deploy.json` next to the models records what was deployed. With
+--smoke_test and `.venv-triton` present, a local Triton is started on free loopback ports,
+one frame goes through `hand_pipeline`, and the server stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.config import add_config_args, config_to_dict, load_config, option
+from shared.errors import UserError, run_cli
+from shared.serving.hand_models import (
+    DETECTION_OUTPUTS,
+    HAND_TENSORS,
+    IMAGE,
+    IMAGE_HW,
+    LETTERBOX,
+    LOCAL_FILES,
+    MODEL_DETECTION,
+    MODEL_DETECTOR,
+    MODEL_LANDMARKS,
+    MODEL_PIPELINE,
+    MODEL_POSTPROCESS,
+    MODEL_PREPROCESS,
+    MODEL_TRACKER,
+    PARAMS_FILE,
+    PIPELINE_INPUTS,
+    PIPELINE_OPTIONAL,
+    PIPELINE_OUTPUTS,
+    TRACKER_INPUTS,
+    TRACKER_OPTIONAL,
+    DetectorSpec,
+)
+from shared.serving.model_templates import python_model_source
+from shared.serving.repository import deploy_model, model_versions
+from shared.serving.triton_config import (
+    DynamicBatching,
+    EnsembleStep,
+    InstanceGroup,
+    ModelConfig,
+    SequenceBatching,
+)
+from shared.tensors import TensorSpec
+
+DEPLOY_BACKENDS = ("tensorrt", "onnxruntime", "python")
+DETECTORS = ("blazepalm", "yolo")
+
+
+@dataclass
+class DeployConfig:
+    triton_repo: str = option("triton_repo", "the Triton model repository to write (created if missing)")
+    backend: str = option("python", "how the networks run: tensorrt (model.plan, GPU Triton), onnxruntime "
+                                    "(model.onnx, any full Triton) or python (onnxruntime inside the python "
+                                    "backend: every Triton build, including the bundled CPU one)",
+                          metadata={"choices": list(DEPLOY_BACKENDS)})
+    detector: str = option("blazepalm", "hand detector: blazepalm (MediaPipe's palm detector) or yolo",
+                           metadata={"choices": list(DETECTORS)})
+    yolo_model: str = option("", "--detector yolo: a trained Ultralytics .pt (exported here) or .onnx")
+    model_weights: str = option("mediapipe", "crop-model weights to export when --onnx is not given: 'mediapipe' "
+                                             "or a .pth")
+    model_type: str = option("blazehand_full", "crop model type (blazehand_full | blazehand_lite)")
+    onnx: str = option("", "a ready hand_landmarks ONNX (dynamic batch); exported when empty")
+    palm_onnx: str = option("", "a ready palm detector ONNX (dynamic batch); exported from MediaPipe's weights "
+                                "when empty")
+    engine: str = option("", "--backend tensorrt: a ready hand_landmarks TensorRT plan; built when empty "
+                             "(needs TensorRT here)")
+    palm_engine: str = option("", "--backend tensorrt: a ready detector plan; built when TensorRT imports, else "
+                                  "the detector is served by onnxruntime")
+    keep_versions: int = option(3, "versions kept per model (version_policy latest N; older folders deleted)")
+    max_batch_size: int = option(8, "largest batch of the networks (dynamic batching across streams)")
+    smoke_test: bool = option(False, "when .venv-triton exists: start a local Triton on free loopback ports, "
+                                     "send one frame through hand_pipeline, stop it")
+    img_size: int = option(224, "crop side of the crop model")
+    gesture_head: str = option("auto", "whether the crop model's gesture output is trained: auto (MediaPipe "
+                                       "weights have no gesture head; a given .onnx is judged by its export "
+                                       "summary .json), trained or untrained",
+                               metadata={"choices": ["auto", "trained", "untrained"]})
+    max_hands: int = option(4, "at most this many hands per frame (hand_pipeline)")
+    max_streams: int = option(8, "streams one hand_pipeline / tracker instance serves at once (sequence "
+                                 "batching slots; more streams wait for a free slot)")
+    idle_timeout_s: float = option(30.0, "a stream silent for this long is dropped (its next frame must START)")
+    pipeline_instances: int = option(2, "hand_pipeline instances (each a process; Triton spreads the streams over "
+                                        "them, so one stream's Python work overlaps another's network time)")
+    pipeline_networks: str = option("auto", "how hand_pipeline runs the two networks: bls (calls the served detector "
+                                            "and hand_landmarks), local (onnxruntime inside hand_pipeline on copies "
+                                            "of the same ONNX files) or auto (local for --backend python, else bls)",
+                                    metadata={"choices": ["auto", "bls", "local"]})
+    queue_delay_us: int = option(200, "dynamic batching: how long a network request may wait for others (us)")
+    threads: int = option(0, "--backend python: onnxruntime threads per network (0 = onnxruntime's default)")
+    fp16: bool = option(True, "--backend tensorrt: build engines with FP16 kernels")
+    work_dir: str = option("", "where exports made here are cached ('' = .cache/exports)")
+    pipeline: dict = option({}, "more HandPipeline settings for hand_pipeline (YAML only), e.g. {detect_interval: "
+                                "10, min_presence: 0.6}; see shared/inference/pipeline.py")
+
+
+@dataclass
+class DeployResult:
+    triton_repo: str
+    models: dict[str, int]  # name -> version written
+    smoke: dict | None = None  # the smoke request's outcome (None when not asked for)
+    backend: str = ""
+    detector_backend: str = ""  # may differ from `backend` (tensorrt without a detector plan)
+    files: dict[str, str] = field(default_factory=dict)  # what was deployed: hand_onnx, palm_onnx, engine, ...
+    summary_path: str = ""
+
+
+# --------------------------------------------------------------------------- artefacts
+
+
+def onnx_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec], dict[str, str]]:
+    """Inputs and outputs of an ONNX file (batch axis dropped) and its metadata; batch must be dynamic."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError, OSError, ...
+        raise UserError(f"{path}: not a readable ONNX file ({type(exc).__name__}: {exc}); re-export it") from None
+    init = {t.name for t in model.graph.initializer}
+
+    def spec(value: Any) -> TensorSpec:
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
+        if not dims or dims[0] != -1:
+            raise UserError(f"{path}: tensor {value.name!r} has a fixed batch axis {dims[:1]}; Triton batches "
+                            "requests, so export with a dynamic batch (components.export onnx --dynamic_batch)")
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
+        return TensorSpec(value.name, dtype, tuple(dims[1:]))
+
+    inputs = [spec(v) for v in model.graph.input if v.name not in init]
+    outputs = [spec(v) for v in model.graph.output]
+    return inputs, outputs, {p.key: p.value for p in model.metadata_props}
+
+
+def check_against_spec(path: Path, expected: Any) -> None:
+    """The file's tensors must be the spec's (names and order; shapes where the file states
+    them): config.pbtxt is generated from the spec, so a mismatch would only fail when the
+    server loads the model."""
+    inputs, outputs, _ = onnx_io(path)
+    got = [t.name for t in inputs + outputs]
+    want = [t.name for t in (*expected.inputs, *expected.outputs)]
+    if got != want:
+        raise UserError(f"{path}: tensors {got} differ from the {expected.model_type} spec {want} "
+                        "(shared/models/specs.py); export it with `python -m components.export onnx --dynamic_batch`")
+    for have, spec in zip(inputs + outputs, (*expected.inputs, *expected.outputs)):
+        # The exporter's shape inference leaves some output dims symbolic (-1): compare the known ones.
+        if len(have.shape) != len(spec.shape) or any(a > 0 and b > 0 and a != b for a, b in zip(have.shape,
+                                                                                                spec.shape)):
+            raise UserError(f"{path}: tensor {have.name!r} has shape {list(have.shape)}, the spec says "
+                            f"{list(spec.shape)}; re-export it (or pass the matching --img_size)")
+
+
+def _work_dir(cfg: DeployConfig) -> Path:
+    if cfg.work_dir:
+        return Path(cfg.work_dir)
+    from shared.serving.server import PROJECT_ROOT
+
+    return PROJECT_ROOT / ".cache" / "exports"
+
+
+def hand_model_onnx(cfg: DeployConfig) -> tuple[Path, Any, bool]:
+    """(ONNX path, spec, gesture head trained) of the crop model, exported when not given."""
+    from shared.inference.backends import ModelRef
+    from shared.models.registry import resolve_name
+    from shared.models.specs import blazehand_spec
+
+    model_type = resolve_name(cfg.model_type)
+    if not model_type.startswith("blazehand"):
+        raise UserError(f"--model_type {cfg.model_type}: the hand pipeline's crop model is blazehand_full or "
+                        "blazehand_lite")
+    if cfg.onnx:
+        path = Path(cfg.onnx)
+        if not path.is_file() or path.suffix.lower() != ".onnx":
+            raise UserError(f"--onnx {cfg.onnx}: no such .onnx file; export one with `python -m components.export "
+                            "onnx --dynamic_batch` or leave --onnx empty to export here")
+        trained = _gesture_trained_from_summary(path)
+    else:
+        weights = cfg.model_weights
+        if weights != "mediapipe" and (not Path(weights).is_file() or Path(weights).suffix.lower() == ".onnx"):
+            raise UserError(f"--model_weights {weights}: expected 'mediapipe' or an existing .pth to export (pass a "
+                            "ready ONNX with --onnx)")
+        ref = ModelRef(model_type, weights, img_size=cfg.img_size, work_dir=str(_work_dir(cfg)))
+        path = ref.onnx_path()
+        from shared.inference.backends import _gesture_head_trained
+
+        trained = _gesture_head_trained(ref)
+        summary = path.with_suffix(".json")
+        if not summary.is_file():  # so that a later deploy given this file (--onnx) knows it too
+            summary.write_text(json.dumps({"model_type": model_type, "weights": weights,
+                                           "gesture_head_trained": trained, "written_by": "components.deploy"}))
+    if cfg.gesture_head != "auto":
+        trained = cfg.gesture_head == "trained"
+    _, outputs, _ = onnx_io(path)
+    gestures = next((t.shape[0] for t in outputs if t.name == "gesture_probs"), None)
+    spec = blazehand_spec(model_type, cfg.img_size, gestures if gestures and gestures > 0 else 5)
+    check_against_spec(path, spec)
+    return path, spec, trained
+
+
+def _gesture_trained_from_summary(onnx_path: Path) -> bool:
+    """A given ONNX: its export summary (`<file>.json`, components.export) tells which
+    weights it came from; MediaPipe's have no gesture head. No summary: assume trained."""
+    summary = onnx_path.with_suffix(".json")
+    try:
+        info = json.loads(summary.read_text())
+    except (OSError, ValueError):
+        return True
+    if "gesture_head_trained" in info:
+        return bool(info["gesture_head_trained"])
+    weights = str(info.get("weights", ""))
+    return not (weights in ("mediapipe", "none", "") or weights.endswith(".tflite"))
+
+
+def detector_onnx(cfg: DeployConfig) -> tuple[Path, list[TensorSpec], list[TensorSpec], DetectorSpec]:
+    """The detector network as ONNX (exported when not given) and how to decode it."""
+    if cfg.detector == "blazepalm":
+        from shared.inference.backends import ModelRef
+        from shared.models.specs import blazepalm_spec
+
+        if cfg.palm_onnx:
+            path = Path(cfg.palm_onnx)
+            if not path.is_file():
+                raise UserError(f"--palm_onnx {cfg.palm_onnx}: no such file; leave it empty to export MediaPipe's "
+                                "palm detector here")
+        else:
+            path = ModelRef("blazepalm_full", "mediapipe", img_size=192, work_dir=str(_work_dir(cfg))).onnx_path()
+        _, outputs, _ = onnx_io(path)
+        known = [t.shape[0] for t in outputs if t.shape and t.shape[0] > 0]
+        spec = blazepalm_spec(img_size=192, num_anchors=known[0] if known else 2016)
+        check_against_spec(path, spec)
+        det = DetectorSpec(kind="blazepalm", input_name=spec.input_names[0], output_names=tuple(spec.output_names),
+                           img_size=192, max_batch=cfg.max_batch_size, max_detections=cfg.max_hands,
+                           score_threshold=float(cfg.pipeline.get("detector_score_threshold", 0.5)))
+        return path, list(spec.inputs), list(spec.outputs), det
+    return _yolo_onnx(cfg)
+
+
+def _yolo_onnx(cfg: DeployConfig) -> tuple[Path, list[TensorSpec], list[TensorSpec], DetectorSpec]:
+    import ast
+
+    if not cfg.yolo_model:
+        raise UserError("--detector yolo needs --yolo_model (a trained Ultralytics .pt or .onnx)")
+    src = Path(cfg.yolo_model)
+    if not src.is_file() or src.suffix.lower() not in (".pt", ".onnx"):
+        raise UserError(f"--yolo_model {cfg.yolo_model}: no such .pt or .onnx file")
+    path = src
+    if src.suffix.lower() == ".pt":
+        # Export a copy in the work dir: Ultralytics writes the .onnx next to the .pt, and inputs stay untouched.
+        work = _work_dir(cfg) / f"yolo_{src.stem}_{src.stat().st_size}_{int(src.stat().st_mtime)}"
+        path = work / f"{src.stem}.onnx"
+        if not path.is_file():
+            work.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, work / src.name)
+            from ultralytics import YOLO
+
+            exported = YOLO(str(work / src.name)).export(format="onnx", dynamic=True, imgsz=640, simplify=False)
+            path = Path(exported)
+    inputs, outputs, meta = onnx_io(path)
+    if len(inputs) != 1 or len(outputs) != 1 or len(inputs[0].shape) != 3:
+        raise UserError(f"{path}: expected one image input and one output (an Ultralytics detect/pose export), got "
+                        f"{[t.name for t in inputs]} -> {[t.name for t in outputs]}")
+    names = ast.literal_eval(meta["names"]) if "names" in meta else {0: "hand"}
+    kpt_shape = tuple(ast.literal_eval(meta["kpt_shape"])) if meta.get("kpt_shape") else ()
+    size = inputs[0].shape[-1]
+    if size <= 0:
+        size = int(ast.literal_eval(meta.get("imgsz", "[640, 640]"))[0])
+    det = DetectorSpec(kind="yolo", input_name=inputs[0].name, output_names=(outputs[0].name,), img_size=size,
+                       max_batch=cfg.max_batch_size, nms_threshold=0.7, max_detections=cfg.max_hands,
+                       expand_ratio=float(cfg.pipeline.get("expand_ratio", 0.3)), num_classes=len(names),
+                       kpt_shape=kpt_shape, score_threshold=float(cfg.pipeline.get("detector_score_threshold", 0.5)))
+    # A fixed 640 input keeps config.pbtxt exact; Ultralytics' dynamic export leaves H/W open.
+    inputs = [TensorSpec(inputs[0].name, inputs[0].dtype, (3, size, size), "letterboxed RGB in [0, 1]")]
+    return path, inputs, outputs, det
+
+
+def tensorrt_plan(cfg: DeployConfig, onnx_path: Path, given: str, img_size: int, name: str) -> Path | None:
+    """A TensorRT plan for `onnx_path`: the given one, one built here, or None when TensorRT is absent."""
+    if given:
+        path = Path(given)
+        if not path.is_file():
+            raise UserError(f"{name} plan {given}: no such file; build it with `python -m components.export tensorrt`")
+        return path
+    from shared.models.tensorrt import build_engine, tensorrt_import_error
+
+    if tensorrt_import_error() is not None:
+        return None
+    out = _work_dir(cfg) / f"{onnx_path.stem}_b{cfg.max_batch_size}_{'fp16' if cfg.fp16 else 'fp32'}.plan"
+    if not out.is_file():
+        build_engine(onnx_path, out, img_size=img_size, fp16=cfg.fp16, min_batch=1,
+                     opt_batch=max(1, cfg.max_batch_size // 2), max_batch=cfg.max_batch_size)
+    return out
+
+
+# --------------------------------------------------------------------------- model configs
+
+
+def _instances(backend: str, count: int = 1) -> list[InstanceGroup]:
+    kind = {"tensorrt": "KIND_GPU", "onnxruntime": "KIND_AUTO"}.get(backend, "KIND_CPU")
+    return [InstanceGroup(kind=kind, count=count)]
+
+
+def _params(payload: dict[str, Any]) -> dict[str, str]:
+    return {"config": json.dumps(payload, sort_keys=True)}
+
+
+def network_model(cfg: DeployConfig, name: str, backend: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
+                  onnx_path: Path, plan: Path | None, model_type: str) -> tuple[ModelConfig, dict[str, Any], bool]:
+    """(config, files, include_shared) of one network in the chosen backend."""
+    batching = DynamicBatching(max_queue_delay_microseconds=cfg.queue_delay_us)
+    common = dict(name=name, inputs=inputs, outputs=outputs, max_batch_size=cfg.max_batch_size,
+                  dynamic_batching=batching, keep_versions=cfg.keep_versions, instance_groups=_instances(backend))
+    if backend == "tensorrt":
+        return ModelConfig(backend="tensorrt", **common), {"model.plan": plan}, False
+    if backend == "onnxruntime":
+        return ModelConfig(backend="onnxruntime", **common), {"model.onnx": onnx_path}, False
+    params = _params({"model_type": model_type, "threads": cfg.threads})
+    files = {"model.py": python_model_source("onnx"), "model.onnx": onnx_path}
+    return ModelConfig(backend="python", parameters=params, **common), files, True
+
+
+def detection_models(cfg: DeployConfig, det_inputs: list[TensorSpec], det_outputs: list[TensorSpec],
+                     det: DetectorSpec) -> list[tuple[ModelConfig, dict[str, Any], bool]]:
+    """detector_preprocess -> detector -> detector_postprocess, and the hand_detection ensemble."""
+    params = _params({"detector": dataclasses.asdict(det)})
+    pre = ModelConfig(name=MODEL_PREPROCESS, backend="python", inputs=[IMAGE], outputs=[*det_inputs, LETTERBOX,
+                      IMAGE_HW], max_batch_size=1, keep_versions=cfg.keep_versions, parameters=params)
+    post = ModelConfig(name=MODEL_POSTPROCESS, backend="python", inputs=[*det_outputs, LETTERBOX, IMAGE_HW],
+                       outputs=list(DETECTION_OUTPUTS), max_batch_size=1, keep_versions=cfg.keep_versions,
+                       parameters=params)
+    ensemble = ModelConfig(
+        name=MODEL_DETECTION, backend="ensemble", inputs=[IMAGE], outputs=list(DETECTION_OUTPUTS), max_batch_size=1,
+        keep_versions=cfg.keep_versions, ensemble_steps=[
+            EnsembleStep(MODEL_PREPROCESS, input_map={IMAGE.name: IMAGE.name},
+                         output_map={**{t.name: f"detector_{t.name}" for t in det_inputs},
+                                     LETTERBOX.name: LETTERBOX.name, IMAGE_HW.name: IMAGE_HW.name}),
+            EnsembleStep(MODEL_DETECTOR, input_map={t.name: f"detector_{t.name}" for t in det_inputs},
+                         output_map={t.name: f"detector_{t.name}" for t in det_outputs}),
+            EnsembleStep(MODEL_POSTPROCESS,
+                         input_map={**{t.name: f"detector_{t.name}" for t in det_outputs},
+                                    LETTERBOX.name: LETTERBOX.name, IMAGE_HW.name: IMAGE_HW.name},
+                         output_map={t.name: t.name for t in DETECTION_OUTPUTS}),
+        ])
+    source = python_model_source
+    return [(pre, {"model.py": source("preprocess")}, True), (post, {"model.py": source("postprocess")}, True),
+            (ensemble, {}, False)]
+
+
+def pipeline_config_dict(cfg: DeployConfig) -> dict[str, Any]:
+    """The HandPipeline settings hand_pipeline runs with (validated here, at deploy time)."""
+    from shared.inference.pipeline import PipelineConfig
+
+    known = {f.name for f in dataclasses.fields(PipelineConfig)}
+    unknown = sorted(set(cfg.pipeline) - known)
+    if unknown:
+        raise UserError(f"pipeline: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+    values = {**cfg.pipeline, "detector": cfg.detector, "model_type": cfg.model_type, "img_size": cfg.img_size,
+              "max_hands": cfg.max_hands, "backend": "onnxruntime", "yolo_model": "", "model_weights": "mediapipe"}
+    return config_to_dict(PipelineConfig(**values))
+
+
+def pipeline_networks(cfg: DeployConfig) -> str:
+    """bls or local (see `hand_models.HandPipelineModel`): `auto` = local for the python
+    backend, where the networks are onnxruntime on this CPU anyway and each BLS hop is a
+    round trip between processes (benchmarks/triton.py measures both), bls for GPU backends."""
+    if cfg.pipeline_networks != "auto":
+        return cfg.pipeline_networks
+    return "local" if cfg.backend == "python" else "bls"
+
+
+def stateful_models(cfg: DeployConfig, det: DetectorSpec, lm_spec: Any, gesture_trained: bool,
+                    onnx_files: dict[str, Path]) -> list[tuple[ModelConfig, dict[str, Any], bool]]:
+    """tracker and hand_pipeline: python, sequence batching (one correlation id = one stream)."""
+    from shared.tracking import TrackerConfig
+
+    seq = SequenceBatching(max_sequence_idle_microseconds=int(cfg.idle_timeout_s * 1e6))
+    pipe_cfg = pipeline_config_dict(cfg)
+    tracker_params = {k: pipe_cfg[k] for k in ("track_max_age", "track_iou_threshold", "track_min_hits",
+                                               "smooth_keypoints", "fps")}
+    tracker = ModelConfig(
+        name=MODEL_TRACKER, backend="python", inputs=list(TRACKER_INPUTS), outputs=list(HAND_TENSORS),
+        optional_inputs=TRACKER_OPTIONAL, max_batch_size=cfg.max_streams, sequence_batching=seq,
+        keep_versions=cfg.keep_versions,
+        parameters=_params({"tracker": config_to_dict(TrackerConfig(**tracker_params))}))
+    landmarks = {"model": MODEL_LANDMARKS, "input_name": lm_spec.input_names[0],
+                 "output_names": lm_spec.output_names, "img_size": cfg.img_size, "max_batch": cfg.max_batch_size,
+                 "gesture_trained": gesture_trained}
+    networks = pipeline_networks(cfg)
+    files: dict[str, Any] = {"model.py": python_model_source("hand_pipeline")}
+    if networks == "local":
+        files.update({LOCAL_FILES[name]: path for name, path in onnx_files.items()})
+    pipeline = ModelConfig(
+        name=MODEL_PIPELINE, backend="python", inputs=list(PIPELINE_INPUTS), outputs=list(PIPELINE_OUTPUTS),
+        optional_inputs=PIPELINE_OPTIONAL, max_batch_size=cfg.max_streams, sequence_batching=seq,
+        keep_versions=cfg.keep_versions, instance_groups=[InstanceGroup("KIND_CPU", cfg.pipeline_instances)],
+        parameters=_params({"pipeline": pipe_cfg, "detector": dataclasses.asdict(det), "landmarks": landmarks,
+                            "networks": networks, "threads": cfg.threads}))
+    return [(tracker, {"model.py": python_model_source("tracker")}, True), (pipeline, files, True)]
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def _check(cfg: DeployConfig) -> None:
+    if cfg.backend not in DEPLOY_BACKENDS:
+        raise UserError(f"--backend {cfg.backend!r} is not one of {', '.join(DEPLOY_BACKENDS)}")
+    if cfg.detector not in DETECTORS:
+        raise UserError(f"--detector {cfg.detector!r} is not one of {', '.join(DETECTORS)}")
+    for name in ("keep_versions", "max_batch_size", "max_hands", "max_streams", "pipeline_instances"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.max_batch_size < cfg.max_hands:
+        raise UserError(f"--max_batch_size {cfg.max_batch_size} < --max_hands {cfg.max_hands}: one frame's crops "
+                        "go to hand_landmarks as one batch; raise --max_batch_size")
+    if cfg.idle_timeout_s <= 0:
+        raise UserError(f"--idle_timeout_s must be > 0, got {cfg.idle_timeout_s}")
+    if not cfg.triton_repo:
+        raise UserError("--triton_repo is required (the folder to write the model repository to)")
+    repo = Path(cfg.triton_repo)
+    if repo.exists() and not repo.is_dir():
+        raise UserError(f"--triton_repo {repo} exists and is not a folder")
+
+
+def deploy(cfg: DeployConfig) -> DeployResult:
+    """Export what is missing, then add a version of every model to `cfg.triton_repo`."""
+    _check(cfg)
+    repo = Path(cfg.triton_repo)
+    hand_onnx, lm_spec, gesture_trained = hand_model_onnx(cfg)
+    det_onnx, det_inputs, det_outputs, det = detector_onnx(cfg)
+    hand_plan = det_plan = None
+    det_backend = cfg.backend
+    if cfg.backend == "tensorrt":
+        hand_plan = tensorrt_plan(cfg, hand_onnx, cfg.engine, cfg.img_size, "hand_landmarks")
+        if hand_plan is None:
+            from shared.models.tensorrt import tensorrt_import_error
+
+            raise UserError(f"--backend tensorrt without --engine needs TensorRT here ({tensorrt_import_error()}); "
+                            "build the plan on the GPU host (`python -m components.export tensorrt`) and pass "
+                            "--engine, or deploy --backend onnxruntime")
+        det_plan = tensorrt_plan(cfg, det_onnx, cfg.palm_engine, det.img_size, "detector")
+        if det_plan is None:
+            det_backend = "onnxruntime"  # same GPU Triton, the ONNX Runtime backend runs the small palm net
+            print("note: no detector plan and no TensorRT here: the detector is served by onnxruntime",
+                  file=sys.stderr)
+
+    models = [
+        network_model(cfg, MODEL_DETECTOR, det_backend, det_inputs, det_outputs, det_onnx, det_plan, det.kind),
+        network_model(cfg, MODEL_LANDMARKS, cfg.backend, list(lm_spec.inputs), list(lm_spec.outputs), hand_onnx,
+                      hand_plan, lm_spec.model_type),
+        *detection_models(cfg, det_inputs, det_outputs, det),
+        *stateful_models(cfg, det, lm_spec, gesture_trained, {MODEL_DETECTOR: det_onnx, MODEL_LANDMARKS: hand_onnx}),
+    ]
+    repo.mkdir(parents=True, exist_ok=True)
+    versions: dict[str, int] = {}
+    for config, files, include_shared in models:
+        if config.backend == "python" and "config" in config.parameters:
+            files = {**files, PARAMS_FILE: config.parameters["config"]}  # this version's own settings
+        versions[config.name] = int(deploy_model(repo, config, files, include_shared=include_shared).name)
+    files = {"hand_onnx": str(hand_onnx), "detector_onnx": str(det_onnx)}
+    if hand_plan:
+        files["hand_plan"] = str(hand_plan)
+    if det_plan:
+        files["detector_plan"] = str(det_plan)
+    result = DeployResult(triton_repo=str(repo), models=versions, backend=cfg.backend, detector_backend=det_backend,
+                          files=files, summary_path=str(repo / "deploy.json"))
+    if cfg.smoke_test:
+        result.smoke = smoke_test(repo)
+    summary = {**dataclasses.asdict(result), "gesture_head_trained": gesture_trained,
+               "kept_versions": {name: model_versions(repo, name) for name in versions},
+               "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": config_to_dict(cfg)}
+    # A file at the repository root is ignored by Triton (only folders are models).
+    (repo / "deploy.json").write_text(json.dumps(summary, indent=2))
+    return result
+
+
+def smoke_test(repo: Path, timeout_s: float = 300.0) -> dict[str, Any]:
+    """Start a local Triton on free loopback ports, send one frame through hand_pipeline, stop.
+    Returns {"ok": ...}; a missing .venv-triton is reported as skipped, not as a failure."""
+    import cv2
+
+    from shared.data.synthetic import SyntheticConfig, render_image
+    from shared.serving.server import TritonNotInstalled, TritonServer, TritonStartError, find_triton
+    from shared.serving.triton_backend import TritonHandClient
+
+    try:
+        install = find_triton()
+    except TritonNotInstalled as exc:
+        return {"ok": False, "skipped": str(exc)}
+    sample = render_image(seed=0, index=0, cfg=SyntheticConfig(image_size=256, min_hands=1, max_hands=1))
+    frame = cv2.cvtColor(sample.image, cv2.COLOR_BGR2RGB)
+    server = TritonServer(repo, install=install)
+    started = time.perf_counter()
+    server.start()
+    try:
+        try:
+            server.wait_ready(timeout_s=timeout_s)
+        except TritonStartError as exc:
+            return {"ok": False, "error": str(exc).splitlines()[0], "log": str(server.log_path)}
+        ready_s = time.perf_counter() - started
+        with TritonHandClient(server.grpc_url) as client:
+            t0 = time.perf_counter()
+            hands = client.infer(frame, stream_id=1, start=True, end=True)
+            latency_ms = (time.perf_counter() - t0) * 1e3
+        return {"ok": True, "server": server.server_version(), "ready_s": round(ready_s, 2),
+                "latency_ms": round(latency_ms, 2), "hands": len(hands), "frame": list(frame.shape)}
+    except Exception as exc:  # noqa: BLE001 - the smoke test reports, the deploy itself succeeded
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}", "log": str(server.log_path)}
+    finally:
+        server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m components.deploy", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML with DeployConfig keys (flags override it)")
+    add_config_args(parser, DeployConfig, skip=("pipeline",))
+    args = parser.parse_args(argv)
+    cfg = load_config(DeployConfig, args.config, args)
+    result = deploy(cfg)
+    width = max(len(n) for n in result.models)
+    for name, version in result.models.items():
+        print(f"{name:{width}s}  version {version}")
+    print(f"wrote {result.triton_repo} ({cfg.backend}; detector {result.detector_backend}); summary "
+          f"{result.summary_path}")
+    if result.smoke is not None:
+        print(f"smoke test: {json.dumps(result.smoke)}")
+        if not result.smoke.get("ok") and "skipped" not in result.smoke:
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
