@@ -1,0 +1,276 @@
+"""What the training tasks share: the result type, config resolution, dataset paths, the Lightning run.
+
+Each task module (`detector`, `classifier`, `landmarks`) has one config
+dataclass, a stage function `train_<task>(cfg, logger=None) -> TrainResult`
+and a `main(argv) -> int` CLI; `components.train` dispatches `--task` to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.config import add_config_args, config_to_dict, option, read_yaml, save_config
+from shared.errors import UserError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "train.yaml"
+
+
+@dataclass
+class TrainResult:
+    """What a training stage leaves behind; also written as `train_summary.json` in `output_dir`."""
+
+    task: str
+    output_dir: str
+    best: str  # checkpoint to use downstream
+    last: str
+    config: str  # the resolved config, as written
+    metrics: dict[str, Any] = field(default_factory=dict)  # final validation metrics
+    summary: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # task-specific paths (e.g. the Ultralytics run)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class RunConfig:
+    """Fields every Lightning task shares: hardware, precision, stopping, resuming, logging."""
+
+    accelerator: str = option("auto", "cpu | gpu | auto (a GPU when one is visible)")
+    devices: str = option("auto", "number of devices or 'auto'; >1 GPU trains with DDP")
+    strategy: str = option("auto", "auto | ddp | ddp_find_unused_parameters_true | ...")
+    precision: str = option("32-true", "32-true | bf16-mixed | 16-mixed (mixed precision on GPU)")
+    num_workers: int = option(2, "data-loading worker processes")
+    threads: int = option(0, "CPU threads for torch (0 = torch's default); 1 is much faster on a busy, shared CPU")
+    seed: int = option(42, "random seed (weights of new layers, sampling, augmentation)")
+    patience: int = option(20, "early stopping: epochs without improvement of --monitor (0 = off)")
+    monitor: str = option("", "metric that picks best.pt and drives early stopping ('' = the task's default)")
+    monitor_mode: str = option("", "max | min ('' = min for losses and nme, max otherwise)")
+    grad_clip: float = option(0.0, "clip the gradient norm (0 = off)")
+    max_steps: int = option(-1, "stop after this many optimizer steps (-1 = epochs decide)")
+    limit_train_batches: float = option(0.0, "batches per training epoch: a fraction <= 1, a count > 1, 0 = all")
+    limit_val_batches: float = option(0.0, "batches per validation: a fraction <= 1, a count > 1, 0 = all")
+    progress_bar: bool = option(True, "show progress bars")
+    plots: bool = option(True, "write the confusion-matrix / keypoint-error PNGs every epoch")
+    resume: str = option("", "resume: 'last' (this --checkpoint_dir), 'auto' (last if present) or a .ckpt path")
+    project_name: str = option("", "ClearML project: start a task here when ClearML is configured (seed flag)")
+    task_name: str = option("", "ClearML task name (seed flag)")
+
+
+def monitor_mode(monitor: str, mode: str) -> str:
+    if mode:
+        if mode not in ("max", "min"):
+            raise UserError(f"--monitor_mode {mode}: use max or min")
+        return mode
+    return "min" if ("loss" in monitor or "nme" in monitor) else "max"
+
+
+def write_summary(result: TrainResult) -> TrainResult:
+    path = Path(result.output_dir) / "train_summary.json"
+    result.summary = str(path)
+    path.write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+def _preset_section(data: dict[str, Any], task: str, preset: str | None, source: str) -> dict[str, Any]:
+    values = dict(data.get(task) or {})
+    if preset:
+        presets = data.get("presets") or {}
+        if preset not in presets:
+            raise UserError(f"{source}: no preset {preset!r}; available: {', '.join(sorted(presets)) or 'none'}")
+        values.update((presets[preset] or {}).get(task) or {})
+    return values
+
+
+def resolve_config(cls: type, task: str, config_path: str | Path | None = None, preset: str | None = None,
+                   overrides: dict[str, Any] | argparse.Namespace | None = None) -> Any:
+    """Dataclass defaults <- `configs/train.yaml` section `task` <- preset `presets.<preset>.<task>` <- flags."""
+    values: dict[str, Any] = {}
+    path = Path(config_path) if config_path else (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    if path is not None:
+        values.update(_preset_section(read_yaml(path), task, preset, str(path)))
+    elif preset:
+        raise UserError(f"--preset {preset} needs a config file; {DEFAULT_CONFIG} does not exist")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UserError(f"{path}: unknown key(s) {', '.join(unknown)} in section {task!r}; valid keys: "
+                        f"{', '.join(sorted(names))}")
+    if overrides is not None:
+        if isinstance(overrides, argparse.Namespace):
+            overrides = vars(overrides)
+        values.update({k: v for k, v in overrides.items() if k in names and v is not None})
+    for f in dataclasses.fields(cls):  # YAML gives lists where the dataclass wants lists; keep types honest
+        if f.name in values and isinstance(values[f.name], tuple):
+            values[f.name] = list(values[f.name])
+    return cls(**values)
+
+
+def parse_task_args(cls: type, task: str, argv: list[str] | None, description: str,
+                    aliases: dict[str, str] | None = None) -> Any:
+    """Build a task's parser (`--config`, `--preset`, one flag per field), parse, resolve the config."""
+    parser = argparse.ArgumentParser(prog=f"python -m components.train --task {task}", description=description)
+    parser.add_argument("--config", default=None, help=f"YAML with per-task sections (default: {DEFAULT_CONFIG})")
+    parser.add_argument("--preset", default=None, help="preset name under `presets:` in the YAML (e.g. demo)")
+    add_config_args(parser, cls)
+    for alias, dest in (aliases or {}).items():  # the seed used --output_dir for one script, --checkpoint_dir else
+        parser.add_argument(alias, dest=dest, default=None, help=f"same as --{dest}")
+    args = parser.parse_args(argv)
+    return resolve_config(cls, task, args.config, args.preset, args)
+
+
+def save_resolved(cfg: Any, output_dir: Path, logger: Any) -> Path:
+    path = save_config(cfg, output_dir / "config.yaml")
+    logger.log_params(config_to_dict(cfg), name="train")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+@dataclass(frozen=True)
+class SplitDirs:
+    images: Path
+    labels: Path
+
+
+def _images_to_labels(images: Path) -> Path:
+    parts = list(images.parts)
+    for i in range(len(parts) - 1, -1, -1):  # the last "images" component, as Ultralytics does
+        if parts[i] == "images":
+            parts[i] = "labels"
+            return Path(*parts)
+    return images.parent / "labels"
+
+
+def dataset_yaml(data: str | Path) -> Path:
+    """`data` is a data.yaml or a dataset folder holding one."""
+    path = Path(data)
+    if path.is_dir():
+        path = path / "data.yaml"
+    if not path.is_file():
+        raise UserError(f"{path}: data.yaml not found; pass the dataset folder written by components.ingest "
+                        f"(D with D/data.yaml) or the YAML itself")
+    return path
+
+
+def split_dirs(data: str | Path, split: str) -> SplitDirs:
+    """Images/labels folders of one split (`train`, `val`, `test`) of a YOLO dataset YAML."""
+    yaml_path = dataset_yaml(data)
+    info = read_yaml(yaml_path)
+    entry = info.get(split) or (info.get("valid") if split == "val" else None)
+    if not entry:
+        raise UserError(f"{yaml_path}: no `{split}:` entry; add `{split}: {split}/images`")
+    if isinstance(entry, list):
+        entry = entry[0]
+    base = Path(info.get("path") or yaml_path.parent)
+    if not base.is_absolute():
+        base = yaml_path.parent / base
+    entry_path = Path(str(entry))
+    # Roboflow exports write "../train/images" relative to a parent they never name: try the sensible readings.
+    candidates = [base / entry_path, yaml_path.parent / entry_path,
+                  yaml_path.parent / Path(*[p for p in entry_path.parts if p != ".."])]
+    images = next((c.resolve() for c in candidates if c.is_dir()), None)
+    if images is None:
+        raise UserError(f"{yaml_path}: {split} images folder {entry!r} not found (looked in "
+                        f"{', '.join(str(c) for c in candidates)}); fix `path:`/`{split}:`")
+    return SplitDirs(images, _images_to_labels(images))
+
+
+def resolve_crop_splits(cfg: Any) -> tuple[SplitDirs, SplitDirs]:
+    """Train/val folders from explicit `--train_images ...` flags, else from `--data`."""
+    if cfg.train_images:
+        train = SplitDirs(Path(cfg.train_images), Path(cfg.train_labels or _images_to_labels(Path(cfg.train_images))))
+    elif cfg.data:
+        train = split_dirs(cfg.data, "train")
+    else:
+        raise UserError("no training data: pass --data D (a dataset with data.yaml) or --train_images/--train_labels")
+    if cfg.val_images:
+        val = SplitDirs(Path(cfg.val_images), Path(cfg.val_labels or _images_to_labels(Path(cfg.val_images))))
+    elif cfg.data:
+        val = split_dirs(cfg.data, "val")
+    else:
+        raise UserError("no validation data: pass --val_images/--val_labels (or --data D)")
+    return train, val
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+def maybe_init_clearml(project_name: str, task_name: str) -> None:
+    """Start a ClearML task when asked for one and ClearML is configured; otherwise log locally.
+
+    The seed always called Task.init; offline that hangs on retries, so we only
+    try when a server is configured (clearml.conf or CLEARML_API_HOST).
+    """
+    if not project_name:
+        return
+    configured = os.environ.get("CLEARML_API_HOST") or (Path.home() / "clearml.conf").is_file() or \
+        os.environ.get("CLEARML_CONFIG_FILE")
+    if not configured:
+        print("ClearML is not configured (no clearml.conf / CLEARML_API_HOST): logging to local files only")
+        return
+    try:
+        from clearml import Task
+
+        if Task.current_task() is None:
+            Task.init(project_name=project_name, task_name=task_name or "train", reuse_last_task_id=False)
+    except Exception as exc:  # noqa: BLE001 - a logging backend must never stop training
+        print(f"ClearML unavailable ({type(exc).__name__}: {exc}); logging to local files only")
+
+
+def lightning_trainer(cfg: Any, output_dir: Path, callbacks: list[Any], monitor: str, mode: str) -> Any:
+    """A Lightning Trainer from the common fields: devices/precision/epochs/patience/progress."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    if cfg.threads > 0:
+        # OpenMP threads spin at every barrier; when other processes hold the cores, 2 threads on
+        # 2 cores can run 5-20x slower than 1 (measured here), so a shared machine wants 1.
+        torch.set_num_threads(cfg.threads)
+
+    callbacks = list(callbacks)
+    # Lightning's own checkpoint (optimizer + loop state) exists only for --resume.
+    callbacks.append(ModelCheckpoint(dirpath=output_dir / "lightning", filename="last", save_last=True,
+                                     save_top_k=0, enable_version_counter=False))
+    if cfg.patience > 0:
+        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.patience, check_finite=True))
+    devices: Any = cfg.devices
+    if isinstance(devices, str) and devices.isdigit():
+        devices = int(devices)
+    return L.Trainer(
+        accelerator=cfg.accelerator, devices=devices, strategy=cfg.strategy, precision=cfg.precision,
+        max_epochs=cfg.epochs, max_steps=cfg.max_steps, limit_train_batches=_limit(cfg.limit_train_batches),
+        limit_val_batches=_limit(cfg.limit_val_batches), callbacks=callbacks, logger=False,
+        default_root_dir=str(output_dir), enable_progress_bar=cfg.progress_bar, enable_model_summary=False,
+        num_sanity_val_steps=0, log_every_n_steps=10, deterministic=False, gradient_clip_val=cfg.grad_clip or None,
+    )
+
+
+def _limit(value: float) -> int | float | None:
+    """Lightning reads a float as a fraction and an int as a batch count; 0 means all batches."""
+    if not value:
+        return None
+    return float(value) if value <= 1 else int(value)
+
+
+def resume_path(cfg: Any, output_dir: Path) -> str | None:
+    """`--resume last` = this run's own Lightning checkpoint; a path = that file."""
+    if not cfg.resume:
+        return None
+    path = output_dir / "lightning" / "last.ckpt" if cfg.resume in ("last", "auto") else Path(cfg.resume)
+    if not path.is_file():
+        if cfg.resume == "auto":
+            return None
+        raise UserError(f"{path}: no checkpoint to resume from; train once with --checkpoint_dir {output_dir} or "
+                        f"pass a Lightning .ckpt")
+    return str(path)
+
