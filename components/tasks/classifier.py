@@ -177,6 +177,7 @@ def train_classifier(cfg: ClassifierConfig, logger: Any = None, model: Any = Non
 
     if cfg.class_weights and len(cfg.class_weights) != cfg.num_classes:
         raise UserError(f"--class_weights has {len(cfg.class_weights)} values; give one per class ({cfg.num_classes})")
+    train_ds, val_ds = _datasets(cfg)  # bad paths fail here, before anything is written
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     maybe_init_clearml(cfg.project_name, cfg.task_name)
@@ -184,7 +185,6 @@ def train_classifier(cfg: ClassifierConfig, logger: Any = None, model: Any = Non
     config_path = save_resolved(cfg, output_dir, logger)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    train_ds, val_ds = _datasets(cfg)
     print(f"classifier: {len(train_ds)} training crops, {len(val_ds)} validation crops at {cfg.img_size}px")
     if model is None:
         model = create_classifier(cfg.model_name, cfg.num_classes, cfg.pretrained)

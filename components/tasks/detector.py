@@ -221,6 +221,7 @@ def train_detector(cfg: DetectorConfig, logger: Any = None) -> TrainResult:
 
     if not cfg.data:
         raise UserError("--data is required: the dataset folder with data.yaml (from components.ingest)")
+    dataset_yaml(cfg.data)  # fail on a wrong path before writing anything
     _check_model(cfg.model)
     output_dir = Path(cfg.checkpoint_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
