@@ -59,7 +59,9 @@ class PipelineConfig:
     hand_pretrained_weights: str = option("mediapipe", "mediapipe | a .pth | none")
     multitask_epochs: int = option(3, "multitask epochs")
     batch_size: int = option(32, "crops per batch")
-    lr: float = option(1e-4, "learning rate of the pretrained weights")
+    lr: float = option(3e-4, "learning rate of the pretrained weights")
+    head_lr: float = option(3e-3, "learning rate of the new gesture head")
+    kps_weight: float = option(100.0, "weight of the keypoint loss (loss in percent of the crop side)")
     # evaluation, export, deploy
     gates: dict = option({"gestures/macro_f1": 0.5, "keypoints/pck@0.1": 0.5},
                          "quality gates: metric -> minimum; a failing gate stops export and deploy")

@@ -13,7 +13,6 @@ Steps pass small dicts of paths and ids (`pipelines/store.py`): as paths when ev
 this process, as ClearML datasets and models when they run on agents elsewhere.
 """
 
-from __future__ import annotations
 
 import argparse
 import dataclasses
@@ -81,14 +80,17 @@ def pretrain_encoder(cfg: dict, ingested: dict) -> dict:
         return {"encoder": None, "metrics": {}}
     data = fetch_folder(ingested["dataset"])
     out = os.path.join(cfg["output_dir"], "pretrain")
-    pcfg = PretrainConfig(data_dir=str(data), output_dir=out, model=cfg["gmae_model"], epochs=cfg["pretrain_epochs"],
-                          batch_size=cfg["pretrain_batch_size"], img_size=cfg["gmae_img_size"], seed=cfg["seed"])
+    # source "yolo": hand crops cut from the dataset, split 70% pretrain / 30% fine-tune.
+    pcfg = PretrainConfig(source="yolo", data_dir=str(data), output_dir=out, model=cfg["gmae_model"],
+                          epochs=cfg["pretrain_epochs"], batch_size=cfg["pretrain_batch_size"],
+                          img_size=cfg["gmae_img_size"], seed=cfg["seed"], num_workers=0, progress_bar=False,
+                          save_every=max(1, cfg["pretrain_epochs"]))
     result = run_pretrain(pcfg)
     log_metrics("pretrain", result.metrics)
-    ref = register_model(result.encoder_path, "gmae_encoder", ["gmae", "encoder", cfg["preset"]],
+    ref = register_model(result.encoder_weights, "gmae_encoder", ["gmae", "encoder", cfg["preset"]],
                          {"metrics": result.metrics, "model": cfg["gmae_model"], "img_size": cfg["gmae_img_size"],
                           "dataset_hash": ingested["content_hash"]})
-    return {"encoder": ref, "metrics": result.metrics}
+    return {"encoder": ref, "metrics": result.metrics, "corpus_dir": result.corpus_dir}
 
 
 def train_detector_model(cfg: dict, ingested: dict) -> dict:
@@ -119,10 +121,11 @@ def train_gesture_classifier(cfg: dict, ingested: dict, augmented: dict, pretrai
     if cfg["classifier_source"] == "gmae" and pretrained.get("encoder"):
         from components.tasks.gmae_finetune import GMAEFinetuneConfig, run_finetune
 
-        fcfg = GMAEFinetuneConfig(data_dir=str(data), pretrained_weights=str(fetch_model(pretrained["encoder"])),
-                                  checkpoint_dir=out, epochs=cfg["classifier_epochs"], model=cfg["gmae_model"],
-                                  img_size=cfg["gmae_img_size"], batch_size=cfg["batch_size"], seed=cfg["seed"],
-                                  num_workers=0, progress_bar=False)
+        fcfg = GMAEFinetuneConfig(data_dir=os.path.join(pretrained["corpus_dir"], "finetune_dataset"),
+                                  pretrained_weights=str(fetch_model(pretrained["encoder"])), output_dir=out,
+                                  epochs=cfg["classifier_epochs"],
+                                  model=cfg["gmae_model"].replace("gmae_", "gmae_classifier_"),
+                                  batch_size=cfg["batch_size"], seed=cfg["seed"], num_workers=0, progress_bar=False)
         result = run_finetune(fcfg)
         kind, name = "gmae", cfg["gmae_model"]
     else:
@@ -165,6 +168,7 @@ def train_hand_model(cfg: dict, ingested: dict, augmented: dict, relabeled: dict
                            val_images=str(data / "val" / "images"), val_labels=str(data / "val" / "labels"),
                            model_type=cfg["hand_model"], pretrained_weights=cfg["hand_pretrained_weights"],
                            epochs=cfg["multitask_epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+                           head_lr=cfg["head_lr"], kps_weight=cfg["kps_weight"],
                            use_weighted_sampler=True, num_workers=0, progress_bar=False, seed=cfg["seed"],
                            checkpoint_dir=os.path.join(cfg["output_dir"], "hand_model"))
     result = train_multitask(mcfg)
@@ -186,7 +190,8 @@ def evaluate_models(cfg: dict, ingested: dict, detector: dict, hand_model: dict,
                           output_dir=os.path.join(cfg["output_dir"], "evaluation"), gates=cfg["gates"],
                           latency_frames=cfg["latency_frames"])
     result = evaluate(ecfg)
-    log_metrics("evaluate", {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
+    log_metrics("evaluate", {f"{section}/{k}": v for section, values in result.metrics.items()
+                             for k, v in (values or {}).items()})
     return {"report": result.report_json, "markdown": result.report_md, "metrics": result.metrics,
             "passed": result.passed, "failures": result.failures}
 
@@ -324,6 +329,12 @@ def run_offline(cfg: PipelineConfig) -> dict:
     from clearml import PipelineDecorator, Task
 
     Task.set_offline(True)
+    # The SDK reports through a forked background process by default; in one offline process
+    # that fork can deadlock on inherited thread locks and then stall Task.close() for its full
+    # timeout (~5 min). Report from this process instead (sdk.development.report_use_subprocess).
+    from clearml.backend_interface.task.task import Task as _BackendTask
+
+    _BackendTask._report_subprocess_enabled = False
     PipelineDecorator.debug_pipeline()
     pipeline = build_pipeline(cfg)
     start = time.time()

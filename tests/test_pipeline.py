@@ -93,15 +93,37 @@ def _imports_of(source: str, func: str) -> set[str]:
     return mods
 
 
+def _module_level_imports(path: str) -> set[str]:
+    """Top-level names a module imports when it is imported (not inside functions: lazy)."""
+    tree = ast.parse(Path(path).read_text())
+    names: set[str] = set()
+
+    def visit(nodes: list[ast.stmt]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                names.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split(".")[0])
+            elif isinstance(node, (ast.If, ast.Try, ast.With)):
+                for field in ("body", "orelse", "finalbody", "handlers"):
+                    for child in getattr(node, field, []) or []:
+                        visit(child.body if isinstance(child, ast.ExceptHandler) else [child])
+
+    visit(tree.body)
+    return names
+
+
 def _third_party(modules: set[str]) -> set[str]:
-    """Distributions a process loads when it imports `modules` (the step's transitive needs)."""
+    """Distributions the project's modules import when the step imports `modules`."""
     code = ("import importlib, json, sys\n"
             f"for m in {sorted(modules)!r}: importlib.import_module(m)\n"
-            "print(json.dumps(sorted({n.split('.')[0] for n in sys.modules})))")
+            "print(json.dumps(sorted(getattr(m, '__file__', None) or '' for n, m in sys.modules.items()\n"
+            "                        if n.split('.')[0] in ('shared', 'components', 'pipelines'))))")
     out = subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "YOLO_OFFLINE": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
-    top = json.loads(out.stdout.strip().splitlines()[-1])
+    files = [f for f in json.loads(out.stdout.strip().splitlines()[-1]) if f]
+    top = set().union(*(_module_level_imports(f) for f in files)) if files else set()
     dists = metadata.packages_distributions()
     stdlib = set(sys.stdlib_module_names)
     needed = set()

@@ -234,7 +234,10 @@ def train_detector(cfg: DetectorConfig, logger: Any = None) -> TrainResult:
     if cfg.resume and not run_last.is_file():
         raise UserError(f"--resume: no interrupted run in {output_dir} ({run_last} is missing); train without "
                         f"--resume first")
-    with ultralytics_offline(keep_clearml=current_clearml_task() is not None):
+    task = current_clearml_task()
+    # Ultralytics' ClearML callback registers best.pt through OutputModel.update_weights, which an
+    # offline task cannot do ('DummyModel' has no 'locked'); offline, the pipeline registers it.
+    with ultralytics_offline(keep_clearml=task is not None and not task.is_offline()):
         from ultralytics import YOLO
 
         # Resuming starts from the run's own last.pt (Ultralytics restores its arguments from it).

@@ -30,10 +30,12 @@ frame (`last_timing`) and summed (`timing_totals`), for the benchmark and the CL
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -211,13 +213,36 @@ class _Frame:
     gesture_probs: np.ndarray | None  # [N, G]
 
 
+def checkpoint_roi_convention(cfg: PipelineConfig) -> PipelineConfig:
+    """Follow hands with the crops the model was trained on.
+
+    Our training checkpoints record their crop convention (`ckpt["roi"]`: upright, keypoint
+    extent x (1 + expand_ratio)); MediaPipe's weights expect MediaPipe's palm-based ROI. A
+    model fed crops of another scale than it learned loses accuracy, so a checkpoint's
+    convention wins over the default.
+    """
+    path = Path(cfg.model_weights)
+    if path.suffix not in (".pt", ".pth", ".ckpt") or not path.is_file():
+        return cfg
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a plain state dict of another format: keep the configured ROI
+        return cfg
+    roi = ckpt.get("roi") if isinstance(ckpt, dict) else None
+    if isinstance(roi, dict) and roi.get("source") == "keypoints" and "expand_ratio" in roi:
+        return dataclasses.replace(cfg, landmark_roi="keypoints", keypoint_roi_expand=float(roi["expand_ratio"]))
+    return cfg
+
+
 class HandPipeline:
     """Detector + crop model + tracker for ONE stream (the tracker and the followed hands are
     per stream: use one pipeline per video, or `reset()` between sequences)."""
 
     def __init__(self, cfg: PipelineConfig | None = None, detector: Detector | None = None,
                  crop_model: CropModel | None = None) -> None:
-        self.cfg = cfg = cfg or PipelineConfig()
+        self.cfg = cfg = checkpoint_roi_convention(cfg or PipelineConfig())
         if crop_model is None:
             ref = ModelRef(cfg.model_type, cfg.model_weights, img_size=cfg.img_size, device=cfg.device,
                            work_dir=cfg.work_dir, threads=cfg.threads, options={"url": cfg.triton_url})
