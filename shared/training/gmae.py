@@ -20,7 +20,6 @@ Both raise on a non-finite loss instead of training on.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -36,23 +35,10 @@ from shared.logger import ExperimentLogger
 from shared.models.gmae import GMAE, GMAEClassifier, encoder_config_dict
 from shared.training.callbacks import collect_metrics, plot_confusion_matrix, save_checkpoint
 from shared.training.metrics import classification_metrics
+from shared.training.schedules import warmup_cosine
 
 
 # --------------------------------------------------------------------------- optimisation
-def warmup_cosine(total_steps: int, warmup_steps: int, min_lr_ratio: float = 0.0):
-    """LR multiplier per step: linear 0 -> 1 over the warm-up, then cosine 1 -> min_lr_ratio."""
-    total = max(int(total_steps), 1)
-    warmup = min(max(int(warmup_steps), 0), total - 1)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
 def schedule_steps(batches_per_epoch: int, epochs: int, warmup_epochs: float, max_steps: int = -1,
                    limit_train_batches: float = 0.0) -> tuple[int, int]:
     """(total optimizer steps, warm-up steps) of a run; the warm-up is capped at a fifth of the run so

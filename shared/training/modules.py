@@ -13,7 +13,6 @@ of `shared.data.crops`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +25,7 @@ from torch import nn
 from shared.hand import GESTURES
 from shared.training.losses import KeypointLossConfig, classification_loss, keypoint_loss
 from shared.training.metrics import classification_metrics, keypoint_metrics
+from shared.training.schedules import warmup_cosine
 
 
 @dataclass
@@ -66,18 +66,9 @@ def build_optimizer(named_params: Iterable[tuple[str, nn.Parameter]], new_params
     return torch.optim.AdamW(param_groups)
 
 
-def warmup_cosine(total_steps: int, warmup_ratio: float, min_lr_ratio: float):
-    """LR multiplier per step: linear 0 -> 1 over the warm-up, then cosine 1 -> min_lr_ratio."""
-    total = max(int(total_steps), 1)
-    warmup = min(int(total * warmup_ratio), 200)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
+def warmup_cosine_ratio(total_steps: int, warmup_ratio: float, min_lr_ratio: float):
+    """`warmup_cosine` with the warm-up given as a share of the run (at most 200 steps)."""
+    return warmup_cosine(total_steps, min(int(max(int(total_steps), 1) * warmup_ratio), 200), min_lr_ratio)
 
 
 def lr_lambdas(group_names: list[str], total_steps: int, epochs: int, cfg: OptimConfig) -> list:
@@ -87,11 +78,11 @@ def lr_lambdas(group_names: list[str], total_steps: int, epochs: int, cfg: Optim
     or with `probe_epochs`, zero while the head is probed, then warm-up + cosine
     over the remaining steps.
     """
-    head = warmup_cosine(total_steps, cfg.warmup_ratio, cfg.min_lr_ratio)
+    head = warmup_cosine_ratio(total_steps, cfg.warmup_ratio, cfg.min_lr_ratio)
     probe = int(round(cfg.probe_epochs * total_steps / max(epochs, 1))) if cfg.probe_epochs > 0 else 0
     backbone = head
     if probe > 0:
-        after = warmup_cosine(max(total_steps - probe, 1), cfg.warmup_ratio, cfg.min_lr_ratio)
+        after = warmup_cosine_ratio(max(total_steps - probe, 1), cfg.warmup_ratio, cfg.min_lr_ratio)
 
         def backbone(step: int) -> float:
             return 0.0 if step < probe else after(step - probe)
