@@ -41,6 +41,9 @@ class EvaluateConfig:
     backend: str = option("onnxruntime", "runtime of the hand pipeline for tracking and latency: torch | onnxruntime")
     expand_ratio: float = option(1.0, "ground-truth crop: keypoint extent x (1 + this), as in training")
     tracking: bool = option(True, "evaluate tracking on D/sequences when present")
+    pipeline_detector: str = option("blazepalm", "detector of the hand pipeline for tracking/latency: blazepalm | "
+                                                 "yolo (the --detector weights)",
+                                    metadata={"choices": ["blazepalm", "yolo"]})
     latency_frames: int = option(20, "frames timed for latency (0 = skip)")
     output_dir: str = option("outputs/evaluation", "where report.json, report.md and plots go")
     gates: dict = option({}, "metric -> minimum (or {'max': v} for lower-is-better); failing gates are listed")
@@ -144,7 +147,8 @@ def evaluate_tracking_and_latency(cfg: EvaluateConfig, data: Path) -> tuple[dict
         if (data / "sequences").is_dir() else []
     if not seq_dirs:
         return {}, {}
-    pcfg = PipelineConfig(detector="yolo" if cfg.detector else "blazepalm", yolo_model=cfg.detector,
+    use_yolo = cfg.pipeline_detector == "yolo" and bool(cfg.detector)
+    pcfg = PipelineConfig(detector="yolo" if use_yolo else "blazepalm", yolo_model=cfg.detector if use_yolo else "",
                           model_type=cfg.model_type, model_weights=cfg.hand_model, backend=cfg.backend)
     pipeline = HandPipeline(pcfg)
     gts, hyps, noisy_hyps, names = [], [], [], []
