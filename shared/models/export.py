@@ -88,12 +88,44 @@ def export_wrapper(model: nn.Module) -> nn.Module:
     raise UserError(f"no export wrapper for {type(model).__name__}")
 
 
+def _prelu_as_clamps(module: nn.Module) -> nn.Module:
+    """A copy of `module` whose PReLUs read max(x, 0) + a * min(x, 0) (exactly PReLU).
+
+    ONNX Runtime's PRelu kernel broadcasts the per-channel slope generically and cannot
+    stay in its blocked (NCHWc) layout; in BlazePalm that one op took half the run time.
+    Clip / Mul / Add are vectorised per channel: the palm detector runs ~1.6x faster.
+    """
+    import copy
+
+    class ClampPReLU(nn.Module):
+        def __init__(self, prelu: nn.PReLU) -> None:
+            super().__init__()
+            self.register_buffer("slope", prelu.weight.detach().reshape(1, -1, 1, 1).clone())  # [1, C, 1, 1]
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.clamp(x, min=0) + self.slope * torch.clamp(x, max=0)
+
+    def swap(parent: nn.Module) -> None:
+        for name, child in parent.named_children():
+            if isinstance(child, nn.PReLU):
+                setattr(parent, name, ClampPReLU(child))
+            else:
+                swap(child)
+
+    if not any(isinstance(m, nn.PReLU) for m in module.modules()):
+        return module
+    module = copy.deepcopy(module)
+    swap(module)
+    return module
+
+
 def export_onnx(wrapper: nn.Module, spec: ModelSpec, output_path: str | Path, batch_size: int = 1,
                 dynamic_batch: bool = False, opset: int = 17) -> Path:
-    """Trace `wrapper` on a random [batch, 3, S, S] input and write an ONNX file named by `spec`."""
+    """Trace `wrapper` on a random [batch, 3, S, S] input and write an ONNX file named by `spec`
+    (PReLUs written as clamps, see `_prelu_as_clamps`)."""
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = wrapper.eval()
+    wrapper = _prelu_as_clamps(wrapper).eval()
     example = torch.rand(batch_size, *spec.inputs[0].shape)
     axes = {name: {0: "batch"} for name in spec.input_names + spec.output_names} if dynamic_batch else None
     with warnings.catch_warnings(), torch.no_grad():
