@@ -6,14 +6,13 @@ parameter set in the ClearML UI (edit it there to rerun with other values).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from shared.config import config_to_dict, option, read_yaml
+from shared.config import check_keys, config_to_dict, option, read_yaml
 from shared.errors import UserError
 from shared.hand import GESTURES
 
@@ -78,10 +77,6 @@ class PipelineConfig:
         return d
 
 
-def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text)
-
-
 def load_pipeline_config(preset: str, overrides: list[str] | None = None) -> PipelineConfig:
     path = Path(preset)
     if not path.suffix:
@@ -96,13 +91,7 @@ def load_pipeline_config(preset: str, overrides: list[str] | None = None) -> Pip
         key, sep, value = item.partition("=")
         if not sep:
             raise UserError(f"--set expects KEY=VALUE, got {item!r}")
-        values[key.strip()] = _parse_value(value)
-    names = {f.name for f in dataclasses.fields(PipelineConfig)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise UserError(f"--set: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
-    merged = {**data, **values}
-    unknown = sorted(set(merged) - names)
-    if unknown:
-        raise UserError(f"{path}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
-    return PipelineConfig(**merged)
+        values[key.strip()] = yaml.safe_load(value)
+    check_keys(PipelineConfig, data, str(path))
+    check_keys(PipelineConfig, values, "--set")
+    return PipelineConfig(**{**data, **values})

@@ -77,7 +77,8 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str,
             parser.add_argument(flag, type=tp, default=None, choices=choices, help=help_text)
 
 
-def _check_keys(cls: type, data: dict[str, Any], source: str) -> None:
+def check_keys(cls: type, data: dict[str, Any], source: str) -> None:
+    """One error naming every key of `data` that is not a field of `cls`, and the valid ones."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
@@ -112,7 +113,7 @@ def load_config(
         data = read_yaml(yaml_path)
         if section is not None:
             data = data.get(section, {}) or {}
-        _check_keys(cls, data, str(yaml_path))
+        check_keys(cls, data, str(yaml_path))
         values.update(data)
     if overrides is not None:
         if isinstance(overrides, argparse.Namespace):

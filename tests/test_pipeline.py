@@ -201,4 +201,4 @@ def test_unreachable_server_fails_fast(tmp_path: Path) -> None:
 def test_bad_override_is_one_clear_error(tmp_path: Path) -> None:
     proc = _run(tmp_path, "--preset", "tiny", "--set", "epochs_typo=3", timeout=60)
     assert proc.returncode == 2
-    assert "unknown key(s) epochs_typo" in proc.stderr and "Traceback" not in proc.stderr
+    assert "--set: unknown config key(s) epochs_typo" in proc.stderr and "Traceback" not in proc.stderr
