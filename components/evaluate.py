@@ -153,8 +153,10 @@ def evaluate_tracking_and_latency(cfg: EvaluateConfig, data: Path) -> tuple[dict
     pipeline = HandPipeline(pcfg)
     gts, hyps, noisy_hyps, names = [], [], [], []
     timed = 0
+    first_images: list[np.ndarray] = []  # reused for the latency measurement
     for k, seq_dir in enumerate(seq_dirs):
         images, gt = _read_sequence(seq_dir)
+        first_images = first_images or images
         pipeline.reset()
         hyp = []
         for image in images:
@@ -176,8 +178,7 @@ def evaluate_tracking_and_latency(cfg: EvaluateConfig, data: Path) -> tuple[dict
                 "detector": pcfg.detector, "sequences": len(seq_dirs), "frames": timed}
     latency: dict[str, Any] = {}
     if cfg.latency_frames > 0:
-        images, _ = _read_sequence(seq_dirs[0])
-        images = images[: cfg.latency_frames]
+        images = first_images[: cfg.latency_frames]
         pipeline.reset()
         start = time.perf_counter()
         for image in images:
