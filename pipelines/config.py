@@ -23,6 +23,7 @@ PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
 class PipelineConfig:
     preset: str = option("demo", "preset name (configs/pipeline/<preset>.yaml)")
     output_dir: str = option("outputs/pipeline", "where every step writes")
+    project: str = option("handops", "ClearML project of the pipeline, its datasets (<project>/datasets) and models")
     # data
     source: str = option("synthetic", "synthetic | folder | hagrid | roboflow")
     input_dir: str = option("", "folder / HaGRID root for those sources")

@@ -28,9 +28,6 @@ if str(ROOT) not in sys.path:  # `python pipelines/full.py` puts pipelines/ firs
 
 from pipelines.config import PipelineConfig, load_pipeline_config  # noqa: E402
 
-PROJECT = "handops"
-
-
 # ============================================================================ steps
 # Each step is a plain function: imports inside (an agent runs it as a standalone script),
 # arguments and return values are small dicts of paths/ids/metrics.
@@ -49,7 +46,7 @@ def ingest_dataset(cfg: dict) -> dict:
                         project=cfg["roboflow_project"], version=cfg["roboflow_version"])
     result = ingest(icfg)
     log_metrics("ingest", {f"{split}/images": c["images"] for split, c in result.counts.items()})
-    return {"dataset": publish_folder(out, "dataset", PROJECT + "/datasets", [cfg["preset"]]),
+    return {"dataset": publish_folder(out, "dataset", cfg["project"] + "/datasets", [cfg["preset"]]),
             "content_hash": result.content_hash, "counts": result.counts, "config": _dc.asdict(icfg)}
 
 
@@ -67,7 +64,7 @@ def augment_dataset(cfg: dict, ingested: dict) -> dict:
                                    num_augmentations=cfg["num_augmentations"], aug_type=cfg["aug_type"],
                                    save_original=True, seed=cfg["seed"]))
     log_metrics("augment", {"images_out": result.images_out, "hands_dropped": result.hands_dropped})
-    ref = publish_folder(out, "augmented_train", PROJECT + "/datasets", [cfg["preset"]])
+    ref = publish_folder(out, "augmented_train", cfg["project"] + "/datasets", [cfg["preset"]])
     return {"folder": ref, "train_images": os.path.join(ref["path"], "images"),
             "train_labels": os.path.join(ref["path"], "labels")}
 
@@ -265,19 +262,44 @@ STEP_PACKAGES = {
                "clearml"],
 }
 
-# name, function, return value names, task type, queue key, packages key, cached
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One node of the DAG; both orchestrators (ClearML here, Kubeflow in pipelines/kfp.py) read STEPS."""
+
+    name: str
+    fn: object  # the stage function
+    output: str  # name of its return value, an input of later steps
+    inputs: tuple  # names of earlier outputs ("config" is the pipeline parameter), in argument order
+    task_type: str  # ClearML task type
+    queue: str  # queue kind: cpu | gpu (training and export) -> cfg.queues, or a GPU request on Kubeflow
+    packages: str  # key of STEP_PACKAGES
+    cached: bool  # inputs determine outputs
+    gated: bool = False  # runs only when the quality gates passed
+
+
 STEPS = [
-    ("ingest_dataset", ingest_dataset, ["ingested"], "data_processing", "cpu", "data", True),
-    ("augment_dataset", augment_dataset, ["augmented"], "data_processing", "cpu", "data", True),
-    ("pretrain_encoder", pretrain_encoder, ["pretrained"], "training", "gpu", "torch", True),
-    ("train_detector_model", train_detector_model, ["detector"], "training", "gpu", "detector", True),
-    ("train_gesture_classifier", train_gesture_classifier, ["classifier"], "training", "gpu", "torch", True),
-    ("relabel_gestures", relabel_gestures, ["relabeled"], "data_processing", "gpu", "torch", True),
-    ("train_hand_model", train_hand_model, ["hand_model"], "training", "gpu", "torch", True),
-    ("evaluate_models", evaluate_models, ["evaluation"], "qc", "gpu", "torch", False),
-    ("export_models", export_models, ["exports"], "custom", "gpu", "export", False),
-    ("deploy_models", deploy_models, ["deployment"], "custom", "cpu", "deploy", False),
+    Step("ingest_dataset", ingest_dataset, "ingested", ("config",), "data_processing", "cpu", "data", True),
+    Step("augment_dataset", augment_dataset, "augmented", ("config", "ingested"), "data_processing", "cpu", "data",
+         True),
+    Step("pretrain_encoder", pretrain_encoder, "pretrained", ("config", "ingested"), "training", "gpu", "torch",
+         True),
+    Step("train_detector_model", train_detector_model, "detector", ("config", "ingested"), "training", "gpu",
+         "detector", True),
+    Step("train_gesture_classifier", train_gesture_classifier, "classifier",
+         ("config", "ingested", "augmented", "pretrained"), "training", "gpu", "torch", True),
+    Step("relabel_gestures", relabel_gestures, "relabeled", ("config", "augmented", "classifier"),
+         "data_processing", "gpu", "torch", True),
+    Step("train_hand_model", train_hand_model, "hand_model", ("config", "ingested", "augmented", "relabeled"),
+         "training", "gpu", "torch", True),
+    Step("evaluate_models", evaluate_models, "evaluation", ("config", "ingested", "detector", "hand_model",
+                                                             "classifier"), "qc", "gpu", "torch", False),
+    Step("export_models", export_models, "exports", ("config", "hand_model", "detector", "evaluation"), "custom",
+         "gpu", "export", False, gated=True),
+    Step("deploy_models", deploy_models, "deployment", ("config", "exports"), "custom", "cpu", "deploy", False,
+         gated=True),
 ]
+GATE = "evaluation"  # the output whose "passed" / "failures" decide the gated steps
 
 
 class GateFailed(RuntimeError):
@@ -289,13 +311,13 @@ def build_pipeline(cfg: PipelineConfig):
     from clearml import PipelineDecorator
 
     steps = {}
-    for name, fn, returns, task_type, queue_key, pkg_key, cached in STEPS:
-        steps[name] = PipelineDecorator.component(
-            return_values=returns, cache=cached, task_type=task_type, name=name,
-            execution_queue=cfg.queues.get(queue_key, queue_key), packages=STEP_PACKAGES[pkg_key],
-            helper_functions=[log_metrics], repo=None)(fn)
+    for step in STEPS:
+        steps[step.name] = PipelineDecorator.component(
+            return_values=[step.output], cache=step.cached, task_type=step.task_type, name=step.name,
+            execution_queue=cfg.queues.get(step.queue, step.queue), packages=STEP_PACKAGES[step.packages],
+            helper_functions=[log_metrics], repo=None)(step.fn)
 
-    @PipelineDecorator.pipeline(name=f"hand-perception-{cfg.preset}", project=PROJECT, version="1.0",
+    @PipelineDecorator.pipeline(name=f"hand-perception-{cfg.preset}", project=cfg.project, version="1.0",
                                 pipeline_execution_queue=cfg.queues.get("services", "services"),
                                 add_pipeline_tags=True)
     def hand_pipeline(config: dict) -> dict:
@@ -305,21 +327,14 @@ def build_pipeline(cfg: PipelineConfig):
         folder = task.get_offline_mode_folder() if task is not None and task.is_offline() else None
         session = {"task_id": task.id if task is not None else None,
                    "offline_zip": f"{folder}.zip" if folder else None}
-        ingested = steps["ingest_dataset"](config)
-        augmented = steps["augment_dataset"](config, ingested)
-        pretrained = steps["pretrain_encoder"](config, ingested)
-        detector = steps["train_detector_model"](config, ingested)
-        classifier = steps["train_gesture_classifier"](config, ingested, augmented, pretrained)
-        relabeled = steps["relabel_gestures"](config, augmented, classifier)
-        hand_model = steps["train_hand_model"](config, ingested, augmented, relabeled)
-        evaluation = steps["evaluate_models"](config, ingested, detector, hand_model, classifier)
-        if not evaluation["passed"]:
-            raise GateFailed("quality gate failed, export and deploy skipped: " + "; ".join(evaluation["failures"]))
-        exports = steps["export_models"](config, hand_model, detector, evaluation)
-        deployment = steps["deploy_models"](config, exports)
-        return {"session": session, "ingested": ingested, "pretrained": pretrained, "detector": detector,
-                "classifier": classifier, "hand_model": hand_model, "evaluation": evaluation, "exports": exports,
-                "deployment": deployment}
+        values = {"config": config}
+        for step in STEPS:
+            if step.gated and not values[GATE]["passed"]:
+                raise GateFailed("quality gate failed, export and deploy skipped: "
+                                 + "; ".join(values[GATE]["failures"]))
+            values[step.output] = steps[step.name](*(values[name] for name in step.inputs))
+        del values["config"]
+        return {"session": session, **values}
 
     return hand_pipeline
 

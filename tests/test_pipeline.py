@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import offline_env
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 STEP_NAMES = ["ingest_dataset", "augment_dataset", "pretrain_encoder", "train_detector_model",
@@ -23,19 +25,9 @@ STEP_NAMES = ["ingest_dataset", "augment_dataset", "pretrain_encoder", "train_de
               "deploy_models"]
 
 
-def _env(tmp: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    for key in ("CLEARML_API_HOST", "CLEARML_API_ACCESS_KEY", "CLEARML_API_SECRET_KEY"):
-        env.pop(key, None)
-    env.update(CLEARML_CACHE_DIR=str(tmp / "clearml"), CLEARML_CONFIG_FILE=str(tmp / "no-clearml.conf"),
-               HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9", NO_PROXY="127.0.0.1,localhost",
-               NO_ALBUMENTATIONS_UPDATE="1", YOLO_OFFLINE="1", PYTHONUNBUFFERED="1")
-    return env
-
-
 def _run(tmp: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "pipelines/full.py", *args], cwd=ROOT, env=_env(tmp), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([PY, "pipelines/full.py", *args], cwd=ROOT, env=offline_env(tmp), capture_output=True,
+                          text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -160,12 +152,19 @@ def _closure(packages: list[str]) -> set[str]:
 
 @pytest.mark.slow
 def test_step_scripts_compile_and_declare_their_packages(tiny_run) -> None:
-    _, summary, _ = tiny_run
+    tmp, summary, _ = tiny_run
     task = _session(summary)["task"]
     for step in STEP_NAMES:
         cfg = json.loads(task["configuration"][step]["value"])
         script = cfg["script"]["diff"]
         compile(script, f"<{step} standalone script>", "exec")
+        # An agent runs the script alone: every global it reads must be defined in it (F821: undefined name).
+        path = tmp / "scripts" / f"{step}.py"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(script)
+        lint = subprocess.run([PY, "-m", "ruff", "check", "--no-cache", "--isolated", "--select", "F821", str(path)],
+                              capture_output=True, text=True)
+        assert lint.returncode == 0, f"{step}: undefined names in its standalone script:\n{lint.stdout}"
         packages = cfg["script"]["requirements"]["pip"].split()
         declared = _closure(packages)
         repo_imports = {m for m in _imports_of(script, step) if m.split(".")[0] in ("shared", "components",
@@ -190,7 +189,7 @@ def test_impossible_gate_stops_before_export(tmp_path: Path) -> None:
 
 
 def test_unreachable_server_fails_fast(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = offline_env(tmp_path)
     env["CLEARML_API_HOST"] = "http://127.0.0.1:9"
     proc = subprocess.run([PY, "pipelines/full.py", "--preset", "tiny"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=60)
