@@ -203,9 +203,12 @@ def main() -> None:
             goals[f"{n}_hand_tracking_ms_per_found_hand"] = [round(ours["total"] / max(ours["found"], 1e-9), 2),
                                                              round(theirs["total"] / max(theirs["found"], 1e-9), 2)]
             goals[f"{n}_hand_ok"] = ours["total"] <= theirs["total"] if n == 1 else ours["total"] < theirs["total"]
-    tracker_4 = [r["tracker"] for r in rows if r["system"] == "ours" and r["mode"] == "tracking" and r["hands"] == 4]
-    if tracker_4:
-        goals["tracker_ms_4_hands"] = round(float(np.mean(tracker_4)), 3)
+    # The tracker's stage (Kalman predict at the frame start, then ids, One-Euro smoothing and
+    # gestures after the crop model) on the backend the goals above use. Its compute alone is
+    # in benchmarks/tracking.py; here it also pays for refilling CPU caches the model evicted.
+    tracker_4 = find("ours", best, "tracking", 4)
+    if tracker_4 is not None:
+        goals["tracker_ms_4_hands"] = round(tracker_4["tracker"], 3)
         goals["tracker_ok"] = goals["tracker_ms_4_hands"] < 0.2
     print("\ngoals:", json.dumps(goals))
     write_results("latency", {

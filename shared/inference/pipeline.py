@@ -211,6 +211,7 @@ class _Frame:
     results: HandResults
     raw_keypoints: np.ndarray  # [N, 21, 3] unsmoothed, for the next ROIs
     gesture_probs: np.ndarray | None  # [N, G]
+    origins: np.ndarray  # [N] track id whose landmarks gave the hand's ROI (-1: the detector's)
 
 
 def checkpoint_roi_convention(cfg: PipelineConfig) -> PipelineConfig:
@@ -261,6 +262,7 @@ class HandPipeline:
         """Start a new stream: forget followed hands and tracks (ids restart at 1)."""
         self.tracker.reset()
         self._followed: np.ndarray = np.zeros((0, NUM_KEYPOINTS, 3))  # raw keypoints of last frame's hands
+        self._followed_ids: np.ndarray = np.zeros(0, np.int64)  # and their track ids (-1: none yet)
         self._since_detect = 0
         self.frames = 0
         self.detector_calls = 0
@@ -275,9 +277,14 @@ class HandPipeline:
         if self.cfg.static:
             return self.process_batch([image])[0]
         cfg = self.cfg
+        t_start = time.perf_counter()
+        # The Kalman step of the tracker first, while its data is still in the CPU caches
+        # (after the crop model it runs several times slower).
+        self.tracker.predict()
         t0 = time.perf_counter()
         image = self._prepare(image)
         rois = self._rois_from_followed()
+        origins = list(self._followed_ids[: len(rois)])
         periodic = cfg.detect_interval > 0 and self._since_detect >= cfg.detect_interval
         run_detector = len(rois) < cfg.max_hands or periodic
         if run_detector:
@@ -288,21 +295,26 @@ class HandPipeline:
             # go through the crop model and the max_hands most present ones stay.
             limit = cfg.max_hands + (len(detections) if len(rois) >= cfg.max_hands else 0)
             rois = self._merge(rois, detections, limit)
+            origins += [-1] * (len(rois) - len(origins))
         self._since_detect += 1
         t1 = time.perf_counter()
 
-        frame, t_crops, t_model = self._landmarks([image], [rois])
+        frame, t_crops, t_model = self._landmarks([image], [rois], [origins])
         frame = frame[0]
         t4 = time.perf_counter()
 
-        hands = self.tracker.update(frame.results, timestamp=timestamp, gesture_probs=frame.gesture_probs)
-        self._followed = frame.raw_keypoints
+        # A hand whose ROI came from a track's landmarks continues that track (identity by
+        # ROI, as in MediaPipe); the tracker matches only the detector's hands by IoU. Its
+        # Kalman update waits for the next frame's predict(), where the data is cache-warm.
+        hands = self.tracker.update(frame.results, timestamp=timestamp, gesture_probs=frame.gesture_probs,
+                                    track_hints=frame.origins, defer=True)
+        self._followed, self._followed_ids = frame.raw_keypoints, hands.track_id
         t5 = time.perf_counter()
 
         t_post = (t4 - t1) - t_crops - t_model
         self._record([FrameTiming(detector=(t1 - t0) * 1e3, crops=t_crops * 1e3, crop_model=t_model * 1e3,
-                                  post=t_post * 1e3, tracker=(t5 - t4) * 1e3, total=(t5 - t0) * 1e3,
-                                  detector_ran=run_detector, hands=len(hands))])
+                                  post=t_post * 1e3, tracker=((t0 - t_start) + (t5 - t4)) * 1e3,
+                                  total=(t5 - t_start) * 1e3, detector_ran=run_detector, hands=len(hands))])
         return hands
 
     def process_batch(self, images: list[np.ndarray]) -> list[HandResults]:
@@ -357,10 +369,13 @@ class HandPipeline:
                 rois.append(roi)
         return rois
 
-    def _landmarks(self, images: list[np.ndarray], rois: list[list[Roi]]) -> tuple[list[_Frame], float, float]:
+    def _landmarks(self, images: list[np.ndarray], rois: list[list[Roi]],
+                   origins: list[list[int]] | None = None) -> tuple[list[_Frame], float, float]:
         """Crops of all ROIs of all images -> one crop-model call -> per-image hands.
+        `origins`: per ROI, the track id it was built from (-1 or None: the detector's).
         Returns the frames and the seconds spent on crops and on the crop model."""
         cfg = self.cfg
+        origin = np.asarray([o for per in (origins or [[-1] * len(r) for r in rois]) for o in per], np.int64)
         size = self.crop_model.img_size
         t0 = time.perf_counter()
         parts = [crops_batch(im, r, size) for im, r in zip(images, rois) if r]
@@ -394,7 +409,7 @@ class HandPipeline:
             results = HandResults(xyxy=boxes, score=presence[idx], keypoints=kp, gesture=gesture,
                                   gesture_score=gesture_score,
                                   handedness=(out["handedness"][idx] > 0.5).astype(np.int64))
-            frames.append(_Frame(results, kp, None if probs is None else probs[idx]))
+            frames.append(_Frame(results, kp, None if probs is None else probs[idx], origin[idx]))
         return frames, t1 - t0, t2 - t1
 
     def _record(self, timings: list[FrameTiming]) -> None:

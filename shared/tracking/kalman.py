@@ -137,16 +137,20 @@ def update(
     """Correct the predicted state with a measurement [..., 4] (x, y, a, h).
 
     With H = [I 0]: S = H P H^T + R, K = P H^T S^-1, and since S is symmetric
-    K^T = S^-1 (H P), which one batched `solve` gives without forming an inverse:
+    K^T = S^-1 (H P):
         mean' = mean + K (z - H mean)
         cov'  = P - K S K^T = P - (H P)^T S^-1 (H P)
+    S is diagonal here: F, Q and R never couple two measured values (x with y, a or h),
+    and `initiate` starts diagonal, so the 4 measured values stay uncorrelated (P is four
+    independent [value, velocity] 2x2 blocks) and S^-1 is a division, not a solve.
     """
     mean = np.asarray(mean, dtype=np.float64)
     cov = np.asarray(cov, dtype=np.float64)
-    projected_mean, projected_cov = project(mean, cov, std_position=std_position)  # [..., 4], [..., 4, 4]
+    _, _, measure_var = _weights(std_position, STD_WEIGHT_VELOCITY)
+    r = np.square(mean[..., 3:4]) * measure_var + _MEASURE_VAR_CONST  # [..., 4]
     hp = cov[..., :NDIM, :]  # [..., 4, 8] = H P
-    gain_t = np.linalg.solve(projected_cov, hp)  # [..., 4, 8] = K^T
-    innovation = np.asarray(measurement, dtype=np.float64) - projected_mean  # [..., 4]
+    gain_t = hp / (cov[..., _DIAG4, _DIAG4] + r)[..., None]  # [..., 4, 8] = K^T = S^-1 H P
+    innovation = np.asarray(measurement, dtype=np.float64) - mean[..., :NDIM]  # [..., 4]
     new_mean = mean + (innovation[..., None, :] @ gain_t)[..., 0, :]  # [..., 8]
     new_cov = cov - np.swapaxes(hp, -1, -2) @ gain_t  # [..., 8, 8]
     return new_mean, new_cov

@@ -236,6 +236,10 @@ class HandTracker:
 
     def __init__(self, cfg: TrackerConfig | None = None):
         self.cfg = cfg or TrackerConfig()
+        # scipy.optimize takes ~0.3 s to import: pay it here, not in the first frame that
+        # needs a Hungarian match (see min_cost_assignment).
+        import scipy.optimize  # noqa: F401
+
         self.reset()
 
     def reset(self) -> None:
@@ -243,6 +247,8 @@ class HandTracker:
         self.tracks: list[Track] = []  # all not-removed tracks, any state; row i of the arrays below
         self.frame_count = 0
         self._next_id = 1
+        self._predicted = False  # predict() already ran for the coming frame
+        self._pending: tuple | None = None  # (rows, boxes [M, 4]): a deferred Kalman update, see update(defer=)
         # Per-track state, one row per entry of self.tracks (structure of arrays: the
         # Kalman step and the keypoint filter run once per frame for all tracks).
         self._means = np.zeros((0, kalman.STATE_DIM))  # [T, 8]
@@ -264,11 +270,25 @@ class HandTracker:
         return [t for t in self.tracks if t.state in (TrackState.CONFIRMED, TrackState.LOST)]
 
     # ------------------------------------------------------------------ update
+    def predict(self) -> None:
+        """Move every track one frame ahead now, before this frame's hands are known.
+
+        Optional: `update()` predicts itself when this was not called since the last
+        update. The tracking-mode pipeline calls it at the start of a frame, before its
+        models run, so that the tracker's share of the frame is done while its data is
+        still in the CPU caches.
+        """
+        if not self._predicted:
+            self._predict()
+            self._predicted = True
+
     def update(
         self,
         results: HandResults,
         timestamp: float | None = None,
         gesture_probs: np.ndarray | None = None,
+        track_hints: np.ndarray | None = None,
+        defer: bool = False,
     ) -> HandResults:
         """Advance one frame. Call it once per frame, even with no detections.
 
@@ -276,6 +296,17 @@ class HandTracker:
         timestamp:     seconds, for keypoint smoothing; default frame_count / cfg.fps.
         gesture_probs: optional [N, G] class probabilities (better gesture smoothing than
                        the top-1 `gesture` / `gesture_score`).
+        track_hints:   optional [N] track ids (-1 = none): the track a hand is known to
+                       continue (tracking mode: its crop came from that track's landmarks
+                       of the last frame, MediaPipe's identity by ROI). Such a hand goes to
+                       that track, if it is still confirmed or lost, without IoU matching;
+                       the other hands are matched as usual.
+        defer:         fold this frame's measurements into the Kalman state at the next
+                       predict() / update() instead of now. This frame's output does not
+                       depend on it (ids, smoothing); the tracking-mode pipeline defers so
+                       that the Kalman update runs at the next frame's start, while the
+                       tracker's data is still in the CPU caches. Until then the tracks'
+                       `mean`, `cov` and `xyxy` are the predictions.
         Returns a new HandResults, same hands in the same order, with `track_id` set for
         hands on confirmed tracks (-1 otherwise, unless cfg.output_tentative), and, for
         tracked hands, smoothed keypoints, gesture and handedness when enabled.
@@ -285,11 +316,17 @@ class HandTracker:
             gesture_probs = np.asarray(gesture_probs, dtype=np.float64)
             if gesture_probs.shape[0] != len(results):
                 raise ValueError(f"gesture_probs has {gesture_probs.shape[0]} rows for {len(results)} hands")
+        if track_hints is not None and len(track_hints) != len(results):
+            raise ValueError(f"track_hints has {len(track_hints)} entries for {len(results)} hands")
         self.frame_count += 1
         now = self.frame_count / cfg.fps if timestamp is None else float(timestamp)
 
-        self._predict()
-        matched_rows, matched_dets, new_dets = self._associate(results)
+        if not self._predicted:
+            self._predict()
+        self._predicted = False
+        hinted_rows, hinted_dets = self._match_hints(track_hints) if track_hints is not None else ([], [])
+        matched_rows, matched_dets, new_dets = self._associate(results, hinted_rows, hinted_dets)
+        matched_rows, matched_dets = hinted_rows + matched_rows, hinted_dets + matched_dets
         if matched_rows:
             # Row order lets the per-track arrays be indexed by a slice in the usual case
             # where every track was matched (see _rows).
@@ -302,12 +339,15 @@ class HandTracker:
         dets = matched_dets + new_dets
         out = self._output(results, rows, dets, now, gesture_probs)
         self._drop_removed()
+        if not defer:
+            self._flush()
         return out
 
     # ------------------------------------------------------------------ steps
     def _predict(self) -> None:
         """Move every track one frame ahead (one batched Kalman predict, in place so the
         tracks' views stay valid)."""
+        self._flush()
         if not self.tracks:
             return
         for i, t in enumerate(self.tracks):
@@ -321,17 +361,38 @@ class HandTracker:
         self._means[...] = means
         self._covs[...] = covs
 
-    def _associate(self, results: HandResults) -> tuple[list[int], list[int], list[int]]:
-        """Match this frame's detections to tracks (see the module docstring's steps).
+    def _match_hints(self, track_hints: np.ndarray) -> tuple[list[int], list[int]]:
+        """(track rows, hand indices) of the hands whose hinted track is confirmed or lost."""
+        row_of = {t.track_id: i for i, t in enumerate(self.tracks)
+                  if t.state in (TrackState.CONFIRMED, TrackState.LOST)}
+        rows: list[int] = []
+        dets: list[int] = []
+        for det, track_id in enumerate(np.asarray(track_hints).tolist()):
+            row = row_of.pop(track_id, None)  # pop: one hand per track
+            if row is not None:
+                rows.append(row)
+                dets.append(det)
+        return rows, dets
+
+    def _associate(self, results: HandResults, taken_rows: list[int] = (),
+                   taken_dets: list[int] = ()) -> tuple[list[int], list[int], list[int]]:
+        """Match this frame's detections to tracks (see the module docstring's steps),
+        leaving out tracks and detections already paired (`taken_*`, from hints).
         Returns (track rows, their detection indices, detections that start new tracks)."""
         cfg = self.cfg
         scores = results.score
+        if len(taken_dets) == len(scores):
+            return [], [], []  # every hand continues a known track
+        free = np.ones(len(scores), dtype=bool)
+        free[list(taken_dets)] = False
         det_xyxy = results.xyxy.astype(np.float64)  # [N, 4]
-        high = np.flatnonzero(scores >= cfg.high_score_threshold)
+        high = np.flatnonzero((scores >= cfg.high_score_threshold) & free)
         if not self.tracks:
             return [], [], high.tolist()
-        low = np.flatnonzero((scores >= cfg.low_score_threshold) & (scores < cfg.high_score_threshold))
-        pool = np.array([i for i, t in enumerate(self.tracks) if t.state != TrackState.TENTATIVE], dtype=np.int64)
+        low = np.flatnonzero((scores >= cfg.low_score_threshold) & (scores < cfg.high_score_threshold) & free)
+        taken = set(taken_rows)
+        pool = np.array([i for i, t in enumerate(self.tracks) if t.state != TrackState.TENTATIVE and i not in taken],
+                        dtype=np.int64)
         tentative = np.array([i for i, t in enumerate(self.tracks) if t.state == TrackState.TENTATIVE],
                              dtype=np.int64)
         # One IoU matrix of every (predicted track, detection) pair serves all passes.
@@ -394,10 +455,7 @@ class HandTracker:
             return
         idx = self._rows(rows)
         det_xyxy = results.xyxy[dets].astype(np.float64)  # [M, 4]
-        means, covs = kalman.update(self._means[idx], self._covs[idx], kalman.xyxy_to_xyah(det_xyxy),
-                                    self.cfg.kalman_std_position)
-        self._means[idx] = means
-        self._covs[idx] = covs
+        self._pending = (idx, det_xyxy)  # the Kalman update itself: _flush()
         self._last_xyxy[idx] = det_xyxy
         min_hits = self.cfg.track_min_hits
         for row, det in zip(rows, dets):
@@ -445,10 +503,22 @@ class HandTracker:
         self._kp_time = np.concatenate([self._kp_time, np.zeros(k)])
         self._bind_views()
 
+    def _flush(self) -> None:
+        """Apply the pending Kalman update of the last matched tracks (batched, in place)."""
+        if self._pending is None:
+            return
+        idx, det_xyxy = self._pending
+        self._pending = None
+        means, covs = kalman.update(self._means[idx], self._covs[idx], kalman.xyxy_to_xyah(det_xyxy),
+                                    self.cfg.kalman_std_position)
+        self._means[idx] = means
+        self._covs[idx] = covs
+
     def _drop_removed(self) -> None:
         keep = [i for i, t in enumerate(self.tracks) if t.state != TrackState.REMOVED]
         if len(keep) == len(self.tracks):
             return
+        self._flush()  # its rows are about to move
         for t in self.tracks:
             if t.state == TrackState.REMOVED:
                 # Detach from the shared arrays so the removed track keeps its last values.
