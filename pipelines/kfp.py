@@ -119,8 +119,11 @@ def compile_pipeline(cfg: PipelineConfig, output: str | Path, **kwargs) -> Path:
     from kfp import compiler
 
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_kfp_pipeline(cfg, **kwargs), str(output))
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        compiler.Compiler().compile(build_kfp_pipeline(cfg, **kwargs), str(output))
+    except OSError as exc:
+        raise UserError(f"cannot write {output}: {exc.strerror or exc}; pass --output a writable path") from None
     return output
 
 

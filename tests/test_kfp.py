@@ -142,6 +142,16 @@ def test_compiled_commands_run_the_first_stages(tmp_path: Path) -> None:
     assert Path(augmented["train_images"]).is_relative_to(out)
 
 
+def test_unwritable_output_is_one_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    proc = subprocess.run([PY, "pipelines/kfp.py", "--preset", "tiny", "--output", str(blocker / "p.yaml")], cwd=ROOT,
+                          env=offline_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert f"cannot write {blocker / 'p.yaml'}" in proc.stderr and "Traceback" not in proc.stderr
+    assert blocker.read_text() == "not a folder"
+
+
 @pytest.mark.parametrize("args, message", [
     (["no_such_step", "--output", "x.json"], "unknown step 'no_such_step'"),
     (["augment_dataset", "--output", "x.json", "--inputs", "{}"], "augment_dataset takes 2 inputs"),
