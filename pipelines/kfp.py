@@ -21,12 +21,10 @@ ClearML task and datasets/models travel through the ClearML server, as on ClearM
 """
 
 import argparse
-import dataclasses
 import inspect
 import json
 import os
 import sys
-import typing
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +36,7 @@ if str(ROOT) not in sys.path:
 
 from pipelines.config import PipelineConfig, load_pipeline_config  # noqa: E402
 from pipelines.full import GATE, STEPS, Step  # noqa: E402
+from shared.config import coerce_fields  # noqa: E402
 from shared.errors import UserError, run_cli  # noqa: E402
 
 DEFAULT_IMAGE = os.environ.get("HANDOPS_IMAGE", "handops:latest")
@@ -130,13 +129,7 @@ def compile_pipeline(cfg: PipelineConfig, output: str | Path, **kwargs) -> Path:
 # ============================================================================ run one step (inside the pod)
 def coerce_config(config: dict) -> dict:
     """KFP carries dicts as protobuf Structs, where every number is a double: restore the ints."""
-    hints = typing.get_type_hints(PipelineConfig)
-    fixed = dict(config)
-    for f in dataclasses.fields(PipelineConfig):
-        value = fixed.get(f.name)
-        if hints[f.name] is int and isinstance(value, float) and value.is_integer():
-            fixed[f.name] = int(value)
-    return fixed
+    return coerce_fields(PipelineConfig, config)
 
 
 def _hand_over_mode(step: Step, project: str) -> str:

@@ -120,14 +120,24 @@ def load_config(
             overrides = vars(overrides)
         names = {f.name for f in dataclasses.fields(cls)}
         values.update({k: v for k, v in overrides.items() if k in names and v is not None})
+    return cls(**coerce_fields(cls, values))
+
+
+def coerce_fields(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `values` with each of `cls`'s fields in its declared type where the value is
+    of a kindred one: numbers to int/float (YAML's 1e-4, a KFP struct's 40.0), tuples to lists.
+    Keys that are not fields of `cls` pass through unchanged."""
     hints = typing.get_type_hints(cls)
-    for key, value in list(values.items()):
+    values = dict(values)
+    for key, value in values.items():
+        if key not in hints:
+            continue
         tp, is_seq = _base_type(hints[key])
         if is_seq and isinstance(value, (list, tuple)):
             values[key] = list(value)
         elif tp in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
             values[key] = tp(value)
-    return cls(**values)
+    return values
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
