@@ -16,7 +16,6 @@ A frame that cannot be decoded, or that the server rejects, is reported and skip
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,13 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     result = run_client(cfg)
     print(f"stream {cfg.stream_id}: {result.frames} frame(s), {result.hands} hand(s), {result.skipped} skipped, "
           f"{result.fps:.1f} fps, request p50 {result.latency_ms['p50']:.1f} ms, p95 {result.latency_ms['p95']:.1f} ms")
-    print(f"results: {result.results_jsonl}")
-    if result.annotated:
-        print(f"annotated: {result.annotated}")
-    if result.frames == 0:
-        print("error: no frame could be processed (see the warnings above)", file=sys.stderr)
-        return 1
-    return 0
+    from shared.inference.io import report_outputs
+
+    return report_outputs(result)
 
 
 if __name__ == "__main__":

@@ -202,13 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     result = run_inference(cfg)
     print(f"{result.frames} frame(s), {result.hands} hand(s), {result.skipped} skipped, {result.fps:.1f} fps "
           f"(pipeline {result.stage_ms.get('total', 0.0):.1f} ms/frame)")
-    print(f"results: {result.results_jsonl}")
-    if result.annotated:
-        print(f"annotated: {result.annotated}")
-    if result.frames == 0:
-        print("error: no frame could be processed (see the warnings above)", file=sys.stderr)
-        return 1
-    return 0
+    from shared.inference.io import report_outputs
+
+    return report_outputs(result)
 
 
 if __name__ == "__main__":

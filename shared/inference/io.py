@@ -14,6 +14,7 @@ frame that cannot be decoded, so the caller reports it and goes on. Writers:
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,6 +189,18 @@ class AnnotatedWriter:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.release()
+
+
+def report_outputs(result: Any) -> int:
+    """The end of a frames CLI's report (infer, client): where the results went, and exit
+    status 1 when not one frame could be processed."""
+    print(f"results: {result.results_jsonl}")
+    if result.annotated:
+        print(f"annotated: {result.annotated}")
+    if result.frames == 0:
+        print("error: no frame could be processed (see the warnings above)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
