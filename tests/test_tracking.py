@@ -21,6 +21,7 @@ from shared.tracking import (
     kalman,
     linear_assignment,
     noisy_detections,
+    one_euro_step,
     run_tracker,
     synthetic_tracks,
 )
@@ -190,6 +191,30 @@ def test_xyah_round_trip(xyxy):
     np.testing.assert_allclose(kalman.xyah_to_xyxy(kalman.xyxy_to_xyah(np.array(xyxy, float))), xyxy)
 
 
+@pytest.mark.parametrize("lost", [[], [1], [0, 2]])
+def test_kalman_kernels_equal_the_numpy_filter(lost):
+    """The compiled Kalman steps the tracker replays (kernels.py) compute what kalman.predict
+    and kalman.update do, rows and lost tracks included, over a chain of frames."""
+    from shared.tracking.kernels import kalman_predict_rows, kalman_update_rows
+
+    rng = np.random.default_rng(len(lost))
+    boxes = np.array([box_at(100, 100, 50), box_at(300, 200, 80), box_at(500, 90, 30)])  # [3, 4]
+    means, covs = kalman.initiate(kalman.xyxy_to_xyah(boxes), P, V)
+    means[:, 4:] = rng.normal(0, 2, (3, 4))
+    k_means, k_covs = means.copy(), covs.copy()
+    _, process_var, measure_var = kalman._weights(P, V)
+    rows = np.array([2, 0], dtype=np.int64)  # not every track is measured, and not in order
+    for frame in range(25):
+        means[lost, 7] = 0.0
+        means, covs = kalman.predict(means, covs, P, V)
+        kalman_predict_rows(k_means, k_covs, np.array(lost, dtype=np.int64), process_var, kalman._PROCESS_VAR_CONST)
+        z = boxes[rows] + rng.normal(0, 3, (2, 4)) + frame * np.array([2.0, 1.0, 2.0, 1.0])
+        means[rows], covs[rows] = kalman.update(means[rows], covs[rows], kalman.xyxy_to_xyah(z), P)
+        kalman_update_rows(k_means, k_covs, rows, z, measure_var, kalman._MEASURE_VAR_CONST)
+        np.testing.assert_allclose(k_means, means, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(k_covs, covs, rtol=1e-9, atol=1e-9)
+
+
 def test_kalman_converges_on_constant_velocity():
     mean, cov = kalman.initiate(kalman.xyxy_to_xyah(np.array(box_at(100, 100))))
     for t in range(1, 20):
@@ -259,24 +284,36 @@ def test_track_hints_carry_identity_without_iou():
         tracker.update(hands(box_at(304, 102)), track_hints=np.array([1, 2]))
 
 
-def test_predict_first_and_deferred_kalman_equal_plain_update():
-    """predict() at a frame's start and update(defer=True) (the pipeline's order) track exactly
-    as plain update() calls do."""
+def test_lazy_kalman_equals_stepping_every_frame():
+    """The tracker logs Kalman steps and applies them only when matching needs them (or a
+    track's state is read): the states, ids and boxes are those of stepping every frame.
+    Tracker `a` is only fed ROI-hinted hands (no matching, so its log fills and is flushed
+    by size); `b` has its state read after every frame, which applies each step at once."""
+    from shared.tracking.tracker import KALMAN_LOG_FRAMES
+
     rng = np.random.default_rng(3)
     a, b = HandTracker(), HandTracker()
-    for frame in range(30):
+    n_frames = 3 * KALMAN_LOG_FRAMES + 7
+    for frame in range(n_frames):
         boxes = [box_at(100 + 4 * frame + rng.normal(0, 1), 100), box_at(300 - 3 * frame, 120 + rng.normal(0, 1))]
+        hints = None if frame < 2 else np.array([1, 2])
         if frame % 7 == 3:
-            boxes = boxes[:1]  # a missed hand now and then
-        a.predict()
-        a.predict()  # twice in one frame: still one step
-        out_a = a.update(hands(*boxes), defer=True)
-        out_b = b.update(hands(*boxes))
+            boxes, hints = boxes[:1], (None if hints is None else hints[:1])  # a missed hand now and then
+        out_a = a.update(hands(*boxes), track_hints=hints)
+        out_b = b.update(hands(*boxes), track_hints=hints)
         assert out_a.track_id.tolist() == out_b.track_id.tolist()
-        a.predict()  # folds the deferred update in, then steps ahead
-        b.predict()
-        np.testing.assert_allclose(a._means, b._means)
-        np.testing.assert_allclose(a._covs, b._covs)
+        _ = [t.mean for t in b.tracks]  # reading the state applies the logged steps
+        assert len(b._kalman_log) == 0
+        assert len(a._kalman_log) <= 2 * KALMAN_LOG_FRAMES + 2  # bounded: flushed when full
+    assert len(a._kalman_log) > 0  # a's last steps are still pending ...
+    for ta, tb in zip(a.tracks, b.tracks):  # ... and reading applies them
+        np.testing.assert_allclose(ta.mean, tb.mean)
+        np.testing.assert_allclose(ta.cov, tb.cov)
+        np.testing.assert_allclose(ta.xyxy, tb.xyxy)
+        assert (ta.age, ta.time_since_update, ta.hits) == (tb.age, tb.time_since_update, tb.hits)
+    # The hinted hands moved by 4 and -3 px per frame: the velocity was learnt meanwhile.
+    np.testing.assert_allclose(a.tracks[0].velocity[0], 4.0, atol=0.5)
+    np.testing.assert_allclose(a.tracks[1].velocity[0], -3.0, atol=0.5)
 
 
 @pytest.mark.parametrize(
@@ -530,6 +567,51 @@ def test_one_euro_uses_timestamps():
         f = OneEuroFilter()
         spread[fps] = np.stack([f(x, timestamp=i / fps, scale=100.0) for i, x in enumerate(raw)])[20:].std()
     assert spread[60.0] < spread[15.0]
+
+
+def test_one_euro_kernel_equals_the_numpy_step():
+    """The tracker's compiled One-Euro step (kernels.one_euro_rows) computes what
+    one_euro_step does, with the tracker's rules for absent points (passed through now,
+    restarted after an absence), per-track time steps and rows matched out of order."""
+    from shared.tracking.kernels import one_euro_rows
+
+    rng = np.random.default_rng(0)
+    n_tracks, n_hands = 5, 4
+    kp = rng.uniform(0, 400, (n_hands, 21, 3)).astype(np.float32)
+    kp[..., 2] = (rng.random((n_hands, 21)) > 0.2).astype(np.float32)  # some points absent now
+    xyxy = np.array([[10, 20, 110, 140], [200, 200, 260, 250], [0, 0, 0.5, 0.5], [50, 60, 350, 400]], np.float32)
+    smoothed = rng.uniform(0, 400, (n_tracks, 21, 3))
+    smoothed[..., 2] = rng.random((n_tracks, 21)) > 0.2  # ... and some were absent before
+    velocity = rng.normal(0, 1, (n_tracks, 21, 2))
+    last_raw = np.zeros((n_tracks, 21, 3))
+    kp_time = np.array([0.9, 0.95, 0.96, 0.9, 0.5])
+    rows, dets, now = np.array([4, 0, 2], np.int64), np.array([1, 3, 0], np.int64), 1.0
+    settings = dict(min_cutoff=0.7, beta=8.0, d_cutoff=1.3)
+
+    # The numpy reference, as the tracker applied it before the kernel.
+    box = xyxy[dets].astype(np.float64)
+    scale = np.sqrt(np.maximum((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]), 1.0))
+    x_hat, dx_hat = one_euro_step(kp[dets, :, :2].astype(np.float64), smoothed[rows, :, :2], velocity[rows],
+                                  dt=now - kp_time[rows], scale=scale, **settings)
+    both = ((kp[dets, :, 2] > 0) & (smoothed[rows, :, 2] > 0))[..., None]
+    expected_xy = np.where(both, x_hat, kp[dets, :, :2])
+    expected_velocity = np.where(both, dx_hat, 0.0)
+    untouched = np.setdiff1d(np.arange(n_tracks), rows)
+    before = (smoothed.copy(), velocity.copy(), kp_time.copy())
+
+    out = kp.copy()
+    one_euro_rows(kp, xyxy, rows, dets, now, kp_time, smoothed, velocity, last_raw,
+                  settings["min_cutoff"], settings["beta"], settings["d_cutoff"], out)
+    np.testing.assert_allclose(smoothed[rows, :, :2], expected_xy, rtol=1e-6)
+    np.testing.assert_allclose(smoothed[rows, :, 2], kp[dets, :, 2])
+    np.testing.assert_allclose(velocity[rows], expected_velocity, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(out[dets, :, :2], expected_xy, rtol=1e-6)
+    np.testing.assert_array_equal(out[2], kp[2])  # a hand not in `dets` keeps its points
+    np.testing.assert_array_equal(last_raw[rows], kp[dets])
+    assert (kp_time[rows] == now).all()
+    np.testing.assert_array_equal(smoothed[untouched], before[0][untouched])
+    np.testing.assert_array_equal(velocity[untouched], before[1][untouched])
+    np.testing.assert_array_equal(kp_time[untouched], before[2][untouched])
 
 
 @pytest.mark.parametrize(

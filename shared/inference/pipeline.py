@@ -277,10 +277,6 @@ class HandPipeline:
         if self.cfg.static:
             return self.process_batch([image])[0]
         cfg = self.cfg
-        t_start = time.perf_counter()
-        # The Kalman step of the tracker first, while its data is still in the CPU caches
-        # (after the crop model it runs several times slower).
-        self.tracker.predict()
         t0 = time.perf_counter()
         image = self._prepare(image)
         rois = self._rois_from_followed()
@@ -304,17 +300,17 @@ class HandPipeline:
         t4 = time.perf_counter()
 
         # A hand whose ROI came from a track's landmarks continues that track (identity by
-        # ROI, as in MediaPipe); the tracker matches only the detector's hands by IoU. Its
-        # Kalman update waits for the next frame's predict(), where the data is cache-warm.
+        # ROI, as in MediaPipe); the tracker matches only the detector's hands by IoU (and
+        # runs its Kalman steps only then, see HandTracker._sync).
         hands = self.tracker.update(frame.results, timestamp=timestamp, gesture_probs=frame.gesture_probs,
-                                    track_hints=frame.origins, defer=True)
+                                    track_hints=frame.origins)
         self._followed, self._followed_ids = frame.raw_keypoints, hands.track_id
         t5 = time.perf_counter()
 
         t_post = (t4 - t1) - t_crops - t_model
         self._record([FrameTiming(detector=(t1 - t0) * 1e3, crops=t_crops * 1e3, crop_model=t_model * 1e3,
-                                  post=t_post * 1e3, tracker=((t0 - t_start) + (t5 - t4)) * 1e3,
-                                  total=(t5 - t_start) * 1e3, detector_ran=run_detector, hands=len(hands))])
+                                  post=t_post * 1e3, tracker=(t5 - t4) * 1e3,
+                                  total=(t5 - t0) * 1e3, detector_ran=run_detector, hands=len(hands))])
         return hands
 
     def process_batch(self, images: list[np.ndarray]) -> list[HandResults]:

@@ -54,15 +54,30 @@ def one_euro_step(
     The velocity is low-passed as a signed vector (as in the paper) and only then turned
     into a speed, so measurement noise averages out instead of reading as motion; both
     coordinates of a point share one cutoff from that speed.
+
+    Written for few numpy calls (the tracker runs it every frame on a handful of hands,
+    where each call's overhead outweighs its arithmetic): a scalar `dt` stays a Python
+    float, and the smoothing factor 1 / (1 + tau / dt), tau = 1 / (2 pi cutoff), is
+    computed as w / (w + 1) with w = 2 pi dt cutoff.
     """
-    dt = np.maximum(np.asarray(dt, dtype=np.float64), _MIN_DT)[..., None, None]  # [..., 1, 1]
-    scale = np.maximum(np.asarray(scale, dtype=np.float64), 1e-9)[..., None, None]  # [..., 1, 1]
-    dx = (x - x_prev) / (dt * scale)  # [..., P, D]
-    a_d = smoothing_alpha(d_cutoff, dt)  # [..., 1, 1]
-    dx_hat = dx_prev + a_d * (dx - dx_prev)  # [..., P, D]
-    cutoff = min_cutoff + beta * np.sqrt(np.square(dx_hat).sum(-1, keepdims=True))  # [..., P, 1]
-    a = smoothing_alpha(cutoff, dt)  # [..., P, 1]
-    x_hat = x_prev + a * (x - x_prev)  # [..., P, D]
+    if np.ndim(dt) == 0:
+        dt = max(float(dt), _MIN_DT)
+    else:
+        dt = np.maximum(np.asarray(dt, dtype=np.float64), _MIN_DT)[..., None, None]  # [..., 1, 1]
+    if np.ndim(scale) == 0:
+        scale = max(float(scale), 1e-9)
+    else:
+        scale = np.maximum(np.asarray(scale, dtype=np.float64), 1e-9)[..., None, None]  # [..., 1, 1]
+    delta = x - x_prev  # [..., P, D]
+    a_d = smoothing_alpha(d_cutoff, dt)  # scalar or [..., 1, 1]
+    dx_hat = dx_prev + a_d * (delta / (dt * scale) - dx_prev)  # [..., P, D]
+    if dx_hat.shape[-1] == 2:
+        speed = np.hypot(dx_hat[..., :1], dx_hat[..., 1:])  # [..., P, 1]
+    else:
+        speed = np.sqrt(np.square(dx_hat).sum(-1, keepdims=True))  # [..., P, 1]
+    two_pi_dt = 2.0 * math.pi * dt
+    w = (min_cutoff * two_pi_dt) + (beta * two_pi_dt) * speed  # [..., P, 1] = 2 pi dt cutoff
+    x_hat = x_prev + (w / (w + 1.0)) * delta  # [..., P, D]
     return x_hat, dx_hat
 
 
@@ -119,15 +134,19 @@ class GestureSmoother:
         self._sum = [0.0] * num_classes
         self._current = (-1, 0.0)
 
-    def update(self, gesture: int, score: float, probs: np.ndarray | None = None) -> tuple[int, float]:
-        """Add one frame, return the smoothed (gesture index, mean probability of it)."""
+    def update(self, gesture: int, score: float, probs: np.ndarray | list[float] | None = None) -> tuple[int, float]:
+        """Add one frame, return the smoothed (gesture index, mean probability of it).
+        `probs`: the frame's [G] class probabilities, if known (then `gesture` and `score`
+        are not used)."""
         if probs is None:
             if not 0 <= gesture < self.num_classes:
                 return self._current
             row = [0.0] * self.num_classes
             row[gesture] = float(score)
         else:
-            row = np.asarray(probs, dtype=np.float64).reshape(self.num_classes).tolist()
+            row = probs.tolist() if isinstance(probs, np.ndarray) else [float(p) for p in probs]
+            if len(row) != self.num_classes:
+                raise ValueError(f"GestureSmoother: got {len(row)} probabilities for {self.num_classes} classes")
         total = self._sum
         if len(self.history) == self.window:
             for k, p in enumerate(self.history[0]):

@@ -44,6 +44,12 @@ score (`score`), gesture history and handedness. A typical loop:
     rois = [roi_from_keypoints(t.keypoints) for t in tracker.confirmed_tracks()
             if t.score >= presence_threshold]
     run_detector_next = (frame % N == 0 or len(rois) < max_hands)
+
+Cost: the pipeline calls `update()` right after its crop model, when the CPU caches hold
+the model's data. So the Kalman steps wait until a detection needs matching (`_sync`),
+the One-Euro and Kalman arithmetic are compiled kernels (kernels.py), and the per-hand
+bookkeeping is plain Python on lists. With 4 hands the tracker's share of a frame is
+~0.13 ms (benchmarks/latency.py), its warm compute ~0.08 ms (benchmarks/tracking.py).
 """
 
 from __future__ import annotations
@@ -59,7 +65,12 @@ from shared.geometry import iou_matrix
 from shared.hand import NUM_KEYPOINTS
 from shared.results import HandResults
 from shared.tracking import kalman
-from shared.tracking.smoothing import GestureSmoother, one_euro_step
+from shared.tracking.kernels import kalman_predict_rows, kalman_update_rows, one_euro_rows
+from shared.tracking.kernels import warm_up as _warm_up_kernels
+from shared.tracking.smoothing import GestureSmoother
+
+# Frames of Kalman steps the tracker may hold back before applying them (see HandTracker._sync).
+KALMAN_LOG_FRAMES = 30
 
 
 class TrackState(enum.IntEnum):
@@ -123,30 +134,59 @@ class Track:
     """One hand followed over time.
 
     Its numeric state lives in the tracker's per-track arrays (one batched Kalman step
-    per frame for all tracks instead of one per track); `mean`, `cov`, `last_xyxy`,
-    `keypoints`, `smoothed_keypoints` and `keypoint_velocity` are views of this track's row
-    and change as the tracker runs. Once the track is removed they keep their last values.
+    for all tracks instead of one per track); `mean`, `cov`, `last_xyxy`, `keypoints`,
+    `smoothed_keypoints` and `keypoint_velocity` are views of this track's row and change
+    as the tracker runs (`mean` and `cov` bring the tracker's lazy Kalman steps up to date
+    first, see HandTracker). Once the track is removed they keep their last values.
     """
 
-    def __init__(self, track_id: int, frame: int, cfg: TrackerConfig):
+    def __init__(self, track_id: int, frame: int, cfg: TrackerConfig, tracker: HandTracker | None = None):
         self.track_id = track_id
         self.state = TrackState.TENTATIVE
         self.start_frame = frame
+        self.last_hit_frame = frame  # the last frame with a matched detection
         self.hits = 1  # frames with a matched detection
-        self.age = 1  # frames since birth
-        self.time_since_update = 0  # frames since the last matched detection
         self.score = 0.0  # last matched detection / presence score
         self.has_keypoints = False  # whether any matched detection carried keypoints
         self.gesture_smoother = GestureSmoother(cfg.gesture_window)
         self.handedness_smoother = GestureSmoother(cfg.handedness_window, num_classes=2)
         self._std = (cfg.kalman_std_position, cfg.kalman_std_velocity)
+        self._tracker = tracker  # None once removed: the values below are then frozen
+        self._frame = frame  # the frame a removed track stopped at
         # Views into HandTracker's arrays, set by HandTracker._bind_views().
-        self.mean: np.ndarray  # [8] x, y, a, h and their velocities (see kalman.py)
-        self.cov: np.ndarray  # [8, 8]
+        self._mean: np.ndarray  # [8] x, y, a, h and their velocities (see kalman.py)
+        self._cov: np.ndarray  # [8, 8]
         self.last_xyxy: np.ndarray  # [4] last matched detection box
         self._keypoints: np.ndarray  # [21, 3] last raw keypoints
         self._smoothed: np.ndarray  # [21, 3] One-Euro filtered keypoints
         self.keypoint_velocity: np.ndarray  # [21, 2] filtered keypoint velocity, hand sizes / second
+
+    def _now(self) -> int:
+        return self._tracker.frame_count if self._tracker is not None else self._frame
+
+    @property
+    def age(self) -> int:
+        """Frames since birth, the birth frame counting as 1."""
+        return self._now() - self.start_frame + 1
+
+    @property
+    def time_since_update(self) -> int:
+        """Frames since the last matched detection (0: matched in the current frame)."""
+        return self._now() - self.last_hit_frame
+
+    @property
+    def mean(self) -> np.ndarray:
+        """[8] Kalman state after the current frame (x, y, a, h and velocities, kalman.py)."""
+        if self._tracker is not None:
+            self._tracker._sync()
+        return self._mean
+
+    @property
+    def cov(self) -> np.ndarray:
+        """[8, 8] Kalman covariance after the current frame."""
+        if self._tracker is not None:
+            self._tracker._sync()
+        return self._cov
 
     @property
     def is_confirmed(self) -> bool:
@@ -240,6 +280,8 @@ class HandTracker:
         # needs a Hungarian match (see min_cost_assignment).
         import scipy.optimize  # noqa: F401
 
+        _warm_up_kernels()  # compile / load the numba kernels now, not in the first frame
+
         self.reset()
 
     def reset(self) -> None:
@@ -247,8 +289,11 @@ class HandTracker:
         self.tracks: list[Track] = []  # all not-removed tracks, any state; row i of the arrays below
         self.frame_count = 0
         self._next_id = 1
-        self._predicted = False  # predict() already ran for the coming frame
-        self._pending: tuple | None = None  # (rows, boxes [M, 4]): a deferred Kalman update, see update(defer=)
+        # Kalman steps not yet applied to _means / _covs (see _sync): per frame a predict
+        # entry (rows of lost tracks) and, when tracks were matched, an update entry
+        # (rows, boxes [M, 4]).
+        self._kalman_log: list[tuple] = []
+        self._lost: list[Track] = []  # tracks lost after the last frame (their predict differs)
         # Per-track state, one row per entry of self.tracks (structure of arrays: the
         # Kalman step and the keypoint filter run once per frame for all tracks).
         self._means = np.zeros((0, kalman.STATE_DIM))  # [T, 8]
@@ -270,25 +315,12 @@ class HandTracker:
         return [t for t in self.tracks if t.state in (TrackState.CONFIRMED, TrackState.LOST)]
 
     # ------------------------------------------------------------------ update
-    def predict(self) -> None:
-        """Move every track one frame ahead now, before this frame's hands are known.
-
-        Optional: `update()` predicts itself when this was not called since the last
-        update. The tracking-mode pipeline calls it at the start of a frame, before its
-        models run, so that the tracker's share of the frame is done while its data is
-        still in the CPU caches.
-        """
-        if not self._predicted:
-            self._predict()
-            self._predicted = True
-
     def update(
         self,
         results: HandResults,
         timestamp: float | None = None,
         gesture_probs: np.ndarray | None = None,
         track_hints: np.ndarray | None = None,
-        defer: bool = False,
     ) -> HandResults:
         """Advance one frame. Call it once per frame, even with no detections.
 
@@ -301,12 +333,6 @@ class HandTracker:
                        of the last frame, MediaPipe's identity by ROI). Such a hand goes to
                        that track, if it is still confirmed or lost, without IoU matching;
                        the other hands are matched as usual.
-        defer:         fold this frame's measurements into the Kalman state at the next
-                       predict() / update() instead of now. This frame's output does not
-                       depend on it (ids, smoothing); the tracking-mode pipeline defers so
-                       that the Kalman update runs at the next frame's start, while the
-                       tracker's data is still in the CPU caches. Until then the tracks'
-                       `mean`, `cov` and `xyxy` are the predictions.
         Returns a new HandResults, same hands in the same order, with `track_id` set for
         hands on confirmed tracks (-1 otherwise, unless cfg.output_tentative), and, for
         tracked hands, smoothed keypoints, gesture and handedness when enabled.
@@ -321,9 +347,9 @@ class HandTracker:
         self.frame_count += 1
         now = self.frame_count / cfg.fps if timestamp is None else float(timestamp)
 
-        if not self._predicted:
-            self._predict()
-        self._predicted = False
+        if self.tracks:
+            # The Kalman predict of every track, logged, not run (see _sync).
+            self._kalman_log.append((self._lost,))
         hinted_rows, hinted_dets = self._match_hints(track_hints) if track_hints is not None else ([], [])
         matched_rows, matched_dets, new_dets = self._associate(results, hinted_rows, hinted_dets)
         matched_rows, matched_dets = hinted_rows + matched_rows, hinted_dets + matched_dets
@@ -332,34 +358,45 @@ class HandTracker:
             # where every track was matched (see _rows).
             matched_rows, matched_dets = (list(x) for x in zip(*sorted(zip(matched_rows, matched_dets))))
         self._update_matched(results, matched_rows, matched_dets)
-        self._age_unmatched()
+        removed = self._age_unmatched()
         first_new_row = len(self.tracks)
         self._start_tracks(results, new_dets)
         rows = matched_rows + list(range(first_new_row, len(self.tracks)))
         dets = matched_dets + new_dets
         out = self._output(results, rows, dets, now, gesture_probs)
-        self._drop_removed()
-        if not defer:
-            self._flush()
+        if removed:
+            self._drop_removed()
+        if len(self._kalman_log) > 2 * KALMAN_LOG_FRAMES:
+            self._sync()
         return out
 
     # ------------------------------------------------------------------ steps
-    def _predict(self) -> None:
-        """Move every track one frame ahead (one batched Kalman predict, in place so the
-        tracks' views stay valid)."""
-        self._flush()
-        if not self.tracks:
+    def _sync(self) -> None:
+        """Apply the logged Kalman steps to the per-track arrays, in frame order.
+
+        The Kalman state is needed only to match detections that no ROI hint places (and by
+        whoever reads a track's `mean`, `cov` or `xyxy`). In tracking mode most frames have
+        none, so the steps wait in a log and run here, back to back, when they are needed or
+        the log holds KALMAN_LOG_FRAMES frames: one cold pass through the filter's code for
+        many frames instead of one per frame (after the crop model, whatever runs first pays
+        for bringing its code back into the CPU caches). The steps are the compiled
+        `kalman.predict` / `kalman.update` (kernels.py), in frame order, so the result is that
+        of stepping every frame. Rows stay valid while the log is kept: tracks are added and
+        dropped only after a sync.
+        """
+        if not self._kalman_log:
             return
-        for i, t in enumerate(self.tracks):
-            t.age += 1
-            t.time_since_update += 1
-            if t.state == TrackState.LOST:
-                # ByteTrack: a lost track keeps drifting in x, y but stops growing/shrinking.
-                self._means[i, 7] = 0.0
-        means, covs = kalman.predict(self._means, self._covs, self.cfg.kalman_std_position,
-                                     self.cfg.kalman_std_velocity)
-        self._means[...] = means
-        self._covs[...] = covs
+        log, self._kalman_log = self._kalman_log, []
+        _, process_var, measure_var = kalman._weights(self.cfg.kalman_std_position, self.cfg.kalman_std_velocity)
+        means, covs = self._means, self._covs
+        for entry in log:
+            if len(entry) == 1:
+                # Predict; ByteTrack: a lost track keeps drifting in x, y but stops growing or
+                # shrinking. The lost tracks' rows are stable until this sync.
+                lost = np.array([self.tracks.index(t) for t in entry[0]], dtype=np.int64)
+                kalman_predict_rows(means, covs, lost, process_var, kalman._PROCESS_VAR_CONST)
+            else:
+                kalman_update_rows(means, covs, entry[0], entry[1], measure_var, kalman._MEASURE_VAR_CONST)
 
     def _match_hints(self, track_hints: np.ndarray) -> tuple[list[int], list[int]]:
         """(track rows, hand indices) of the hands whose hinted track is confirmed or lost."""
@@ -396,6 +433,7 @@ class HandTracker:
         tentative = np.array([i for i, t in enumerate(self.tracks) if t.state == TrackState.TENTATIVE],
                              dtype=np.int64)
         # One IoU matrix of every (predicted track, detection) pair serves all passes.
+        self._sync()
         iou = iou_matrix(kalman.xyah_to_xyxy(self._means), det_xyxy)  # [T, N]
         rows: list[int] = []
         dets: list[int] = []
@@ -455,38 +493,45 @@ class HandTracker:
             return
         idx = self._rows(rows)
         det_xyxy = results.xyxy[dets].astype(np.float64)  # [M, 4]
-        self._pending = (idx, det_xyxy)  # the Kalman update itself: _flush()
+        self._kalman_log.append((np.array(rows, dtype=np.int64), det_xyxy))  # the Kalman update itself: _sync()
         self._last_xyxy[idx] = det_xyxy
-        min_hits = self.cfg.track_min_hits
+        min_hits, now, scores = self.cfg.track_min_hits, self.frame_count, results.score.tolist()
         for row, det in zip(rows, dets):
             track = self.tracks[row]
             track.hits += 1
-            track.time_since_update = 0
-            track.score = float(results.score[det])
+            track.last_hit_frame = now
+            track.score = scores[det]
             if track.state == TrackState.LOST or (track.state == TrackState.TENTATIVE and track.hits >= min_hits):
                 track.state = TrackState.CONFIRMED
 
-    def _age_unmatched(self) -> None:
-        """Tentative tracks that missed die, confirmed ones become lost, old lost ones go."""
-        max_age = self.cfg.track_max_age
+    def _age_unmatched(self) -> bool:
+        """Tentative tracks that missed die, confirmed ones become lost, old lost ones go.
+        Returns whether any track was removed; keeps the lost ones for the next predict."""
+        max_age, now = self.cfg.track_max_age, self.frame_count
+        lost, removed = [], False
         for track in self.tracks:
-            if track.time_since_update == 0:
+            if track.last_hit_frame == now:
                 continue
-            if track.state == TrackState.TENTATIVE or track.time_since_update > max_age:
+            if track.state == TrackState.TENTATIVE or now - track.last_hit_frame > max_age:
                 track.state = TrackState.REMOVED
-            elif track.state == TrackState.CONFIRMED:
+                removed = True
+            else:
                 track.state = TrackState.LOST
+                lost.append(track)
+        self._lost = lost
+        return removed
 
     def _start_tracks(self, results: HandResults, dets: list[int]) -> None:
         """5. New tentative tracks from unmatched high-score detections."""
         if not dets:
             return
         cfg = self.cfg
+        self._sync()  # before the arrays grow
         det_xyxy = results.xyxy[dets].astype(np.float64)  # [K, 4]
         means, covs = kalman.initiate(kalman.xyxy_to_xyah(det_xyxy), cfg.kalman_std_position,
                                       cfg.kalman_std_velocity)
         for det in dets:
-            track = Track(self._next_id, self.frame_count, cfg)
+            track = Track(self._next_id, self.frame_count, cfg, self)
             self._next_id += 1
             track.score = float(results.score[det])
             # Hands present when the stream starts have nothing earlier to corroborate them.
@@ -503,26 +548,14 @@ class HandTracker:
         self._kp_time = np.concatenate([self._kp_time, np.zeros(k)])
         self._bind_views()
 
-    def _flush(self) -> None:
-        """Apply the pending Kalman update of the last matched tracks (batched, in place)."""
-        if self._pending is None:
-            return
-        idx, det_xyxy = self._pending
-        self._pending = None
-        means, covs = kalman.update(self._means[idx], self._covs[idx], kalman.xyxy_to_xyah(det_xyxy),
-                                    self.cfg.kalman_std_position)
-        self._means[idx] = means
-        self._covs[idx] = covs
-
     def _drop_removed(self) -> None:
         keep = [i for i, t in enumerate(self.tracks) if t.state != TrackState.REMOVED]
-        if len(keep) == len(self.tracks):
-            return
-        self._flush()  # its rows are about to move
+        self._sync()  # its rows are about to move
         for t in self.tracks:
             if t.state == TrackState.REMOVED:
                 # Detach from the shared arrays so the removed track keeps its last values.
-                t.mean, t.cov, t.last_xyxy = t.mean.copy(), t.cov.copy(), t.last_xyxy.copy()
+                t._tracker, t._frame = None, self.frame_count
+                t._mean, t._cov, t.last_xyxy = t._mean.copy(), t._cov.copy(), t.last_xyxy.copy()
                 t._keypoints, t._smoothed, t.keypoint_velocity = (t._keypoints.copy(), t._smoothed.copy(),
                                                                t.keypoint_velocity.copy())
         self.tracks = [self.tracks[i] for i in keep]
@@ -542,7 +575,7 @@ class HandTracker:
     def _bind_views(self) -> None:
         """Point every track's array attributes at its row (after the arrays were rebuilt)."""
         for i, t in enumerate(self.tracks):
-            t.mean, t.cov, t.last_xyxy = self._means[i], self._covs[i], self._last_xyxy[i]
+            t._mean, t._cov, t.last_xyxy = self._means[i], self._covs[i], self._last_xyxy[i]
             t._keypoints, t._smoothed, t.keypoint_velocity = self._keypoints[i], self._smoothed[i], self._kp_velocity[i]
 
     def _distance_cost(self, rows: np.ndarray, dets: np.ndarray) -> np.ndarray:
@@ -568,29 +601,31 @@ class HandTracker:
         now: float,
         gesture_probs: np.ndarray | None,
     ) -> HandResults:
-        """Copy the input, fill ids, and apply the per-track smoothing."""
+        """Copy the input, fill ids, and apply the per-track smoothing.
+
+        This runs right after the crop model in every frame, when the CPU caches hold the
+        model's data, not ours: each numpy call then costs several times its warm time.
+        So the per-hand values go through Python lists and each array is written once.
+        """
         cfg = self.cfg
         n = len(results)
-        track_id = np.full(n, -1, dtype=np.int64)
         keypoints = results.keypoints.copy()
-        gesture = results.gesture.copy()
-        gesture_score = results.gesture_score.copy()
-        handedness = results.handedness.copy()
         if not rows:
             return HandResults(xyxy=results.xyxy.copy(), score=results.score.copy(), keypoints=keypoints,
-                               gesture=gesture, gesture_score=gesture_score, handedness=handedness,
-                               track_id=track_id)
+                               gesture=results.gesture.copy(), gesture_score=results.gesture_score.copy(),
+                               handedness=results.handedness.copy(), track_id=np.full(n, -1, dtype=np.int64))
 
-        # Python lists: per-hand scalar work is cheaper on lists than on numpy scalars.
-        in_gesture, in_gscore = results.gesture.tolist(), results.gesture_score.tolist()
-        in_hand = results.handedness.tolist()
-        has_kp = (results.keypoints[dets, :, 2] > 0).any(axis=1).tolist()  # [M]
+        track_id = [-1] * n
+        gesture, gesture_score = results.gesture.tolist(), results.gesture_score.tolist()
+        handedness = results.handedness.tolist()
+        probs = None if gesture_probs is None else gesture_probs.tolist()
+        has_kp = keypoints[:, :, 2].max(axis=1).tolist()  # [N] > 0: the hand has keypoints
         smooth_rows, smooth_dets, first_rows, first_dets = [], [], [], []
-        for row, det, kp_seen in zip(rows, dets, has_kp):
+        for row, det in zip(rows, dets):
             track = self.tracks[row]
             if track.state == TrackState.CONFIRMED or cfg.output_tentative:
                 track_id[det] = track.track_id
-            if kp_seen:
+            if has_kp[det] > 0:
                 if cfg.smooth_keypoints and track.has_keypoints:
                     smooth_rows.append(row)
                     smooth_dets.append(det)
@@ -598,35 +633,15 @@ class HandTracker:
                     first_rows.append(row)
                     first_dets.append(det)
                 track.has_keypoints = True
-            probs = None if gesture_probs is None else gesture_probs[det]
-            gesture[det], gesture_score[det] = track.gesture_smoother.update(in_gesture[det], in_gscore[det], probs)
-            if 0 <= in_hand[det] <= 1:
-                track.handedness_smoother.update(in_hand[det], 1.0)
-            handedness[det] = track.handedness_smoother.current()[0]
+            gesture[det], gesture_score[det] = track.gesture_smoother.update(
+                gesture[det], gesture_score[det], None if probs is None else probs[det])
+            if 0 <= handedness[det] <= 1:
+                handedness[det] = track.handedness_smoother.update(handedness[det], 1.0)[0]
+            else:
+                handedness[det] = track.handedness_smoother.current()[0]
 
         if smooth_rows:
-            # One batched One-Euro step over every hand that had keypoints before.
-            idx = self._rows(smooth_rows)
-            raw = results.keypoints[smooth_dets]  # [M, 21, 3]
-            box = results.xyxy[smooth_dets]  # [M, 4]
-            scale = np.sqrt(np.maximum((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]), 1.0))  # [M] hand size, px
-            prev = self._smoothed[idx]  # [M, 21, 3]
-            smoothed, velocity = one_euro_step(
-                raw[..., :2], prev[..., :2], self._kp_velocity[idx],
-                dt=now - self._kp_time[idx], scale=scale,
-                min_cutoff=cfg.one_euro_min_cutoff, beta=cfg.one_euro_beta, d_cutoff=cfg.one_euro_d_cutoff,
-            )  # [M, 21, 2] each
-            # A point absent now (v <= 0, e.g. out of frame at 0, 0) is passed through, and
-            # one absent before starts afresh: smoothing across an absence would drag it.
-            both = ((raw[..., 2] > 0) & (prev[..., 2] > 0))[..., None]  # [M, 21, 1]
-            smoothed = np.where(both, smoothed, raw[..., :2])
-            velocity = np.where(both, velocity, 0.0)
-            self._smoothed[idx, :, :2] = smoothed
-            self._smoothed[idx, :, 2] = raw[..., 2]
-            self._kp_velocity[idx] = velocity
-            self._keypoints[idx] = raw
-            self._kp_time[idx] = now
-            keypoints[smooth_dets, :, :2] = smoothed
+            self._smooth(results, keypoints, smooth_rows, smooth_dets, now)
         if first_rows:
             # First keypoints of a track (or smoothing off): nothing to smooth against.
             raw = results.keypoints[first_dets]  # [F, 21, 3]
@@ -636,4 +651,16 @@ class HandTracker:
             self._kp_time[first_rows] = now
 
         return HandResults(xyxy=results.xyxy.copy(), score=results.score.copy(), keypoints=keypoints,
-                           gesture=gesture, gesture_score=gesture_score, handedness=handedness, track_id=track_id)
+                           gesture=np.array(gesture, dtype=np.int64),
+                           gesture_score=np.array(gesture_score, dtype=np.float32),
+                           handedness=np.array(handedness, dtype=np.int64), track_id=np.array(track_id, dtype=np.int64))
+
+    def _smooth(self, results: HandResults, keypoints: np.ndarray, rows: list[int], dets: list[int],
+                now: float) -> None:
+        """One One-Euro step over the matched hands that had keypoints before: writes their
+        smoothed points into `keypoints` (the output) and the tracks' filter state. A
+        compiled kernel (see kernels.py for why), held to `one_euro_step` by the tests."""
+        cfg = self.cfg
+        one_euro_rows(results.keypoints, results.xyxy, np.array(rows, dtype=np.int64), np.array(dets, dtype=np.int64),
+                      now, self._kp_time, self._smoothed, self._kp_velocity, self._keypoints,
+                      cfg.one_euro_min_cutoff, cfg.one_euro_beta, cfg.one_euro_d_cutoff, keypoints)
