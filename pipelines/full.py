@@ -255,11 +255,11 @@ def log_metrics(step: str, metrics: dict) -> None:
 STEP_PACKAGES = {
     "data": ["numpy", "opencv-python-headless", "albumentations", "pillow", "pyyaml", "tqdm", "clearml"],
     "torch": ["torch==2.14.1", "torchvision==0.29.1", "lightning", "timm", "numpy", "opencv-python-headless",
-              "albumentations", "pyyaml", "tqdm", "scipy", "matplotlib", "tflite", "clearml"],
+              "albumentations", "pyyaml", "tqdm", "scipy", "numba", "matplotlib", "tflite", "clearml"],
     "detector": ["ultralytics", "torch==2.14.1", "torchvision==0.29.1", "numpy", "pyyaml", "clearml"],
     "export": ["torch==2.14.1", "onnx", "onnxruntime", "numpy", "tflite", "clearml"],
-    "deploy": ["numpy", "onnx", "onnxruntime", "opencv-python-headless", "scipy", "tritonclient[grpc]", "pyyaml",
-               "clearml"],
+    "deploy": ["numpy", "onnx", "onnxruntime", "opencv-python-headless", "scipy", "numba", "tritonclient[grpc]",
+               "pyyaml", "clearml"],
 }
 
 
@@ -350,6 +350,13 @@ def run_offline(cfg: PipelineConfig) -> dict:
     from clearml.backend_interface.task.task import Task as _BackendTask
 
     _BackendTask._report_subprocess_enabled = False
+    # Record requirements.txt (our exact pins) as the task's requirements instead of letting the
+    # SDK scan the imports: that scan runs in a background thread and *imports* torch,
+    # lightning, numba... there, while the steps import them in this thread. Two threads
+    # importing torch at once fail with "partially initialized module 'torch'" (seen when the
+    # scan was slow enough to overlap the pretrain step).
+    # A str: the SDK only takes a pathlib2.Path (its own import) or a str as a file.
+    Task.force_requirements_env_freeze(requirements_file=str(ROOT / "requirements.txt"))
     PipelineDecorator.debug_pipeline()
     pipeline = build_pipeline(cfg)
     start = time.time()

@@ -64,6 +64,10 @@ def test_offline_pipeline_runs_every_step(tiny_run) -> None:
     assert {"hand_landmarks", "hand_landmarks_onnx", "blazepalm_onnx", "hand_detector", "gesture_classifier",
             "gmae_encoder"} <= models
     assert any(n.startswith("models/") and n.endswith(".onnx") for n in session["names"])  # weights in the zip
+    # The controller records our pinned requirements.txt, not the SDK's scan of the imports
+    # (that scan imports torch in a background thread while the steps import it: a race).
+    recorded = session["task"]["script"]["requirements"]["pip"]
+    assert all(line in recorded for line in (ROOT / "requirements.txt").read_text().splitlines()), recorded[:500]
     # The evaluation report and the Triton repository.
     report = json.loads((tmp / "out" / "evaluation" / "report.json").read_text())
     assert {"keypoints", "gestures", "tracking", "latency", "detector"} <= set(report["metrics"])
