@@ -343,6 +343,8 @@ def run_offline(cfg: PipelineConfig) -> dict:
     """The same pipeline, offline, every step in this process (no server needed)."""
     from clearml import PipelineDecorator, Task
 
+    from shared.logger import pin_clearml_requirements
+
     Task.set_offline(True)
     # The SDK reports through a forked background process by default; in one offline process
     # that fork can deadlock on inherited thread locks and then stall Task.close() for its full
@@ -350,13 +352,7 @@ def run_offline(cfg: PipelineConfig) -> dict:
     from clearml.backend_interface.task.task import Task as _BackendTask
 
     _BackendTask._report_subprocess_enabled = False
-    # Record requirements.txt (our exact pins) as the task's requirements instead of letting the
-    # SDK scan the imports: that scan runs in a background thread and *imports* torch,
-    # lightning, numba... there, while the steps import them in this thread. Two threads
-    # importing torch at once fail with "partially initialized module 'torch'" (seen when the
-    # scan was slow enough to overlap the pretrain step).
-    # A str: the SDK only takes a pathlib2.Path (its own import) or a str as a file.
-    Task.force_requirements_env_freeze(requirements_file=str(ROOT / "requirements.txt"))
+    pin_clearml_requirements()  # not the SDK's import scan, which races the steps' imports
     PipelineDecorator.debug_pipeline()
     pipeline = build_pipeline(cfg)
     start = time.time()

@@ -145,10 +145,9 @@ def _hand_over_mode(step: Step, project: str) -> str:
         raise UserError(f"{problem}; fix the pod's CLEARML_API_* or remove them to hand files over by path")
     from clearml import Task
 
-    # The image's pinned requirements, not ClearML's scan of the imports: that scan runs in a
-    # background thread and imports torch there while the step imports it too (see run_offline).
-    # A str: the SDK only takes a pathlib2.Path (its own import) or a str as a file.
-    Task.force_requirements_env_freeze(requirements_file=str(ROOT / "requirements.txt"))
+    from shared.logger import pin_clearml_requirements
+
+    pin_clearml_requirements()  # the image's pins, not the SDK's import scan (a race, see there)
     Task.init(project_name=project, task_name=step.name, task_type=step.task_type, reuse_last_task_id=False,
               auto_connect_frameworks=False)
     return f"ClearML datasets and models on {host}"

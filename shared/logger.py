@@ -92,6 +92,24 @@ def current_clearml_task() -> Any:
     return Task.current_task()
 
 
+REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "requirements.txt"
+
+
+def pin_clearml_requirements() -> None:
+    """Make the next ClearML task record requirements.txt (our exact pins) as its packages.
+
+    Call it before `Task.init` (or before a pipeline creates its task). Without it the SDK
+    scans the imports in a background thread and *imports* the packages it finds (torch,
+    lightning, numba...) there, while the task's own code imports them in the main thread;
+    two threads importing torch at once fail with "partially initialized module 'torch'"
+    (this broke the offline demo once). The pins are also what an agent should install.
+    """
+    from clearml import Task
+
+    # A str: the SDK reads a requirements file only from a str or its own pathlib2.Path.
+    Task.force_requirements_env_freeze(requirements_file=str(REQUIREMENTS_FILE))
+
+
 def get_logger(output_dir: str | Path | None = None) -> ExperimentLogger:
     task = current_clearml_task()
     if task is not None:

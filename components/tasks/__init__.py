@@ -220,7 +220,10 @@ def maybe_init_clearml(project_name: str, task_name: str) -> None:
     try:
         from clearml import Task
 
+        from shared.logger import pin_clearml_requirements
+
         if Task.current_task() is None:
+            pin_clearml_requirements()  # not the SDK's import scan, which races our imports
             Task.init(project_name=project_name, task_name=task_name or "train", reuse_last_task_id=False)
     except Exception as exc:  # noqa: BLE001 - a logging backend must never stop training
         print(f"ClearML unavailable ({type(exc).__name__}: {exc}); logging to local files only")
