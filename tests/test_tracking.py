@@ -614,6 +614,26 @@ def test_one_euro_kernel_equals_the_numpy_step():
     np.testing.assert_array_equal(kp_time[untouched], before[2][untouched])
 
 
+def test_kernels_work_where_no_numba_cache_dir_is_writable():
+    """A read-only install with no writable cache dir: numba cannot cache the machine code and
+    raises at decoration; the kernels then compile per process instead of failing the import.
+    (Simulated by leaving numba only the NUMBA_CACHE_DIR locator, with that variable unset.)"""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["NUMBA_CACHE_LOCATOR_CLASSES"] = "UserProvidedCacheLocator"
+    code = ("from shared.tracking import HandTracker, kernels; from shared.results import HandResults; "
+            "t = HandTracker(); out = t.update(HandResults(xyxy=[[0, 0, 50, 50]])); "
+            "print(type(kernels.one_euro_rows._cache).__name__, out.track_id.tolist())")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["NullCache", "[1]"]
+
+
 @pytest.mark.parametrize(
     "sequence, window, expected",
     [

@@ -25,7 +25,17 @@ import numpy as np
 from shared.tracking.smoothing import _MIN_DT
 
 
-@numba.njit(cache=True, nogil=True)
+def _compiled(fn):
+    """numba.njit, with the machine code cached on disk (beside this file, else in the user's
+    cache dir) so that a new process loads it (~0.1 s) instead of compiling (~1 s). Where no
+    cache dir is writable (read-only install and home), compile once per process instead."""
+    try:
+        return numba.njit(cache=True, nogil=True)(fn)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return numba.njit(nogil=True)(fn)
+
+
+@_compiled
 def one_euro_rows(
     keypoints: np.ndarray,
     xyxy: np.ndarray,
@@ -82,7 +92,7 @@ def one_euro_rows(
         kp_time[row] = now
 
 
-@numba.njit(cache=True, nogil=True)
+@_compiled
 def kalman_predict_rows(
     means: np.ndarray, covs: np.ndarray, lost_rows: np.ndarray, process_var: np.ndarray, process_const: np.ndarray
 ) -> None:  # pragma: no cover - compiled; tested against kalman.predict
@@ -106,7 +116,7 @@ def kalman_predict_rows(
             covs[t, i, i] += h2 * process_var[i] + process_const[i]
 
 
-@numba.njit(cache=True, nogil=True)
+@_compiled
 def kalman_update_rows(
     means: np.ndarray, covs: np.ndarray, rows: np.ndarray, boxes: np.ndarray, measure_var: np.ndarray,
     measure_const: np.ndarray,
