@@ -158,11 +158,7 @@ def evaluate_tracking_and_latency(cfg: EvaluateConfig, data: Path) -> tuple[dict
         images, gt = _read_sequence(seq_dir)
         first_images = first_images or images
         pipeline.reset()
-        hyp = []
-        for image in images:
-            res = pipeline.process(image)
-            keep = res.track_id >= 0
-            hyp.append(FrameBoxes(ids=res.track_id[keep], xyxy=res.xyxy[keep]))
+        hyp = [FrameBoxes.tracked(pipeline.process(image)) for image in images]
         timed += len(images)
         h, w = images[0].shape[:2]
         gts.append(gt)

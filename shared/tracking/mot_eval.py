@@ -40,6 +40,12 @@ class FrameBoxes:
         if len(self.ids) != len(self.xyxy):
             raise ValueError(f"FrameBoxes: {len(self.ids)} ids for {len(self.xyxy)} boxes")
 
+    @classmethod
+    def tracked(cls, results: HandResults) -> FrameBoxes:
+        """The hands of a tracker's output that have an id (track_id >= 0)."""
+        keep = results.track_id >= 0
+        return cls(ids=results.track_id[keep], xyxy=results.xyxy[keep])
+
 
 def synthetic_tracks(
     seed: int,
@@ -156,9 +162,7 @@ def run_tracker(tracker: Any, detections: Sequence[HandResults], reset: bool = T
         tracker.reset()
     out = []
     for dets in detections:
-        tracked = tracker.update(dets)
-        keep = tracked.track_id >= 0
-        out.append(FrameBoxes(ids=tracked.track_id[keep], xyxy=tracked.xyxy[keep]))
+        out.append(FrameBoxes.tracked(tracker.update(dets)))
     return out
 
 
