@@ -6,6 +6,9 @@ Frames: 640x480 canvases tiled with 1 or 4 real hand photos (HaGRID palms that M
 finds), each tile drifting a few pixels per frame so that tracking has to follow it.
 The same frames go through
 
+- ours with `components.infer`'s defaults (first rows: what `python -m components.infer
+  --video F` runs, tracking, and what it runs on a folder of photos, static; backend and
+  threads as those defaults set them, max_hands as in the scene);
 - ours: PyTorch and ONNX Runtime, tracking mode (ROIs from the last landmarks, detector
   skipped while every hand is followed) and static mode (detector every frame), with
   the time per stage: detector / crops / crop model / post / tracker;
@@ -26,6 +29,7 @@ the JSON also gives the time per hand found.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import tempfile
@@ -119,11 +123,12 @@ def run_mediapipe(frames_path: Path, hands: int, static: bool, warmup: int, pyth
 
 def summarise(system: str, backend: str, mode: str, hands: int, per_frame: list[dict]) -> dict:
     total = np.array([r["total"] for r in per_frame])
+    ours = system.startswith("ours")
     row = {"system": system, "backend": backend, "mode": mode, "hands": hands,
            "found": float(np.mean([r["hands"] for r in per_frame])),
-           "det_frac": float(np.mean([r.get("detector_ran", True) for r in per_frame])) if system == "ours" else None}
+           "det_frac": float(np.mean([r.get("detector_ran", True) for r in per_frame])) if ours else None}
     for stage in ("detector", "crops", "crop_model", "post", "tracker"):
-        row[stage] = float(np.mean([r[stage] for r in per_frame])) if system == "ours" else None
+        row[stage] = float(np.mean([r[stage] for r in per_frame])) if ours else None
     row.update({"total": float(total.mean()), "p50": float(np.median(total)), "p90": float(np.percentile(total, 90)),
                 "fps": float(1000.0 / total.mean())})
     return row
@@ -140,6 +145,7 @@ def main() -> None:
     parser.add_argument("--no_mediapipe", action="store_true", help="skip the MediaPipe peer")
     args = parser.parse_args()
 
+    from components.infer import InferConfig, pipeline_config
     from shared.inference.backends import ModelRef, create_crop_model, create_detector
     from shared.inference.pipeline import HandPipeline, PipelineConfig
 
@@ -158,6 +164,12 @@ def main() -> None:
                   create_crop_model(b, ModelRef("blazehand", "mediapipe", img_size=224, threads=args.threads)))
               for b in args.backends}
     sequences = {n: make_frames(n, args.frames) for n in args.hands}
+    # components.infer with no flags: a --video is tracked, a folder of photos is static.
+    defaults = {mode: pipeline_config(InferConfig(**({"video": "clip.mp4"} if mode == "tracking" else
+                                                     {"input_dir": "photos/"})))
+                for mode in ("tracking", "static")}
+    default_label = f"{defaults['tracking'].backend}, {defaults['tracking'].threads} thread(s)"
+    default_models = {n: HandPipeline(dataclasses.replace(defaults["tracking"], max_hands=n)) for n in args.hands}
     results: dict[tuple, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         paths = {}
@@ -173,6 +185,10 @@ def main() -> None:
                         per = [{"total": ms, "hands": k} for ms, k in zip(out["ms"], out["hands"])]
                         results.setdefault(("mediapipe", "tflite+xnnpack", mode, n), []).extend(per)
                         print(f"round {rnd + 1} mediapipe {mode} {n} hand(s): {time.perf_counter() - t:.1f}s")
+                    pipe = HandPipeline(dataclasses.replace(defaults[mode], max_hands=n),
+                                        detector=default_models[n].detector, crop_model=default_models[n].crop_model)
+                    results.setdefault(("ours: infer defaults", default_label, mode, n), []).extend(
+                        run_ours(pipe, frames, args.warmup))
                     for backend, (detector, crop_model) in models.items():
                         cfg = PipelineConfig(backend=backend, static=mode == "static", max_hands=n,
                                              threads=args.threads)
@@ -182,7 +198,9 @@ def main() -> None:
                         print(f"round {rnd + 1} ours {backend} {mode} {n} hand(s): {time.perf_counter() - t:.1f}s")
 
     rows = [summarise(*key, per) for key, per in results.items()]
-    rows.sort(key=lambda r: (r["hands"], r["mode"] != "tracking", r["system"] != "mediapipe", r["backend"]))
+    # the defaults' rows first, then per scene: tracking before static, MediaPipe before ours
+    rows.sort(key=lambda r: (r["system"] != "ours: infer defaults", r["hands"], r["mode"] != "tracking",
+                             r["system"] != "mediapipe", r["backend"]))
     print_table(f"Per-frame latency, ms (means over {args.frames} frames x {args.repeats} rounds; "
                 f"ours with {args.threads} thread(s))", rows)
 
@@ -214,7 +232,10 @@ def main() -> None:
     print("\ngoals:", json.dumps(goals))
     write_results("latency", {
         "settings": {"frames": args.frames, "warmup": args.warmup, "repeats": args.repeats, "threads": args.threads,
-                     "canvas": list(CANVAS), "mediapipe": "0.10.21 model_complexity=1" if mp_python else mp_error},
+                     "canvas": list(CANVAS), "mediapipe": "0.10.21 model_complexity=1" if mp_python else mp_error,
+                     "infer_defaults": {"backend": defaults["tracking"].backend,
+                                        "threads": defaults["tracking"].threads,
+                                        "mode": "tracking for a video, static for a folder of photos"}},
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "rows": rows,
         "goals": goals,

@@ -14,21 +14,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import albumentations as A
-import cv2
-import numpy as np
-from tqdm import tqdm
+# albumentations asks PyPI for a newer version when it is imported (3-5 s offline, and a
+# warning); its opt-out must be set before the import, here, not only in the Makefile.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from shared.config import add_config_args, load_config, option, save_config
-from shared.data.labels import HandLabel, label_path_for, list_images, read_labels, write_labels
-from shared.data.sources import check_image
-from shared.errors import UserError, run_cli
-from shared.hand import NUM_KEYPOINTS
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from shared.config import add_config_args, check_outputs, load_config, option, save_config  # noqa: E402
+from shared.data.images import check_image  # noqa: E402
+from shared.data.labels import HandLabel, label_path_for, list_images, read_labels, write_labels  # noqa: E402
+from shared.errors import UserError, run_cli  # noqa: E402
+from shared.hand import NUM_KEYPOINTS  # noqa: E402
 
 AUG_TYPES = ("light", "standard", "heavy", "none")
 
@@ -37,12 +42,13 @@ AUG_TYPES = ("light", "standard", "heavy", "none")
 class AugmentConfig:
     images_dir: str = option("", "folder of input images")
     labels_dir: str = option("", "folder of YOLO-pose labels matching the images")
-    output_dir: str = option("outputs/augmented", "where images/ and labels/ are written")
-    num_augmentations: int = option(5, "augmented copies per image")
+    output_dir: str = option("outputs/augmented", "where images/ and labels/ are written", output="dir")
+    num_augmentations: int = option(5, "augmented copies per image", min=0)
     aug_type: str = option("standard", "augmentation strength", metadata={"choices": list(AUG_TYPES)})
     save_original: bool = option(False, "also copy the original image and label")
     seed: int = option(42, "random seed")
-    min_box_visibility: float = option(0.1, "drop a hand whose clipped box keeps less than this share of its area")
+    min_box_visibility: float = option(0.1, "drop a hand whose clipped box keeps less than this share of its area",
+                                       min=0.0, max=1.0)
 
 
 @dataclass
@@ -55,6 +61,7 @@ class AugmentResult:
     keypoints_hidden: int
     rejected: list[dict]
     seconds: float
+    notes: list[str] = field(default_factory=list)
 
 
 def build_transform(aug_type: str, min_visibility: float = 0.1) -> A.Compose:
@@ -136,6 +143,7 @@ def augment(cfg: AugmentConfig) -> AugmentResult:
         raise UserError("--output_dir must differ from the input folders (inputs are never modified)")
     if cfg.num_augmentations < 0:
         raise UserError("--num_augmentations must be >= 0")
+    check_outputs(cfg)
     transform = build_transform(cfg.aug_type, cfg.min_box_visibility)
     transform.set_random_seed(cfg.seed)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -146,12 +154,13 @@ def augment(cfg: AugmentConfig) -> AugmentResult:
     start = time.perf_counter()
     n_out = hands_out = dropped = hidden = 0
     rejected: list[dict] = []
+    notes: list[str] = []  # boxes clipped to the image
     for image_path in tqdm(images, desc=f"augment ({cfg.aug_type})", unit="img"):
         label_path = label_path_for(image_path, images_dir, labels_dir)
         reason = check_image(image_path)
         labels: list[HandLabel] = []
         if reason is None and label_path.is_file():
-            labels, issues = read_labels(label_path)
+            labels, issues = read_labels(label_path, notes=notes)
             if issues:
                 reason = "; ".join(str(i) for i in issues)
         if reason:
@@ -178,7 +187,7 @@ def augment(cfg: AugmentConfig) -> AugmentResult:
             dropped += n_drop
             hidden += n_hidden
     result = AugmentResult(str(out), len(images), n_out, hands_out, dropped, hidden, rejected,
-                           round(time.perf_counter() - start, 3))
+                           round(time.perf_counter() - start, 3), notes)
     (out / "augment_summary.json").write_text(json.dumps(asdict(result), indent=2))
     save_config(cfg, out / "augment_config.yaml")
     return result
@@ -196,7 +205,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{r.hands_dropped} hands left the image and were dropped, {r.keypoints_hidden} keypoints hidden; "
           f"{len(r.rejected)} input(s) rejected; {r.seconds:.1f}s")
     print(f"summary: {Path(r.output_dir) / 'augment_summary.json'}")
-    return 0 if r.images_out or not r.images_in else 1
+    if r.images_in and len(r.rejected) == r.images_in:
+        raise UserError(f"nothing usable: all {r.images_in} input image(s) were rejected (reasons in "
+                        f"{Path(r.output_dir) / 'augment_summary.json'})")
+    return 0
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from shared.config import add_config_args, load_config, option, save_config
+from shared.config import add_config_args, check_writable, load_config, option, save_config
 from shared.errors import UserError, run_cli
 from shared.serving.hand_models import MODEL_PIPELINE
 from shared.serving.triton_backend import DEFAULT_URL
@@ -67,6 +67,7 @@ def run_client(cfg: ClientConfig) -> ClientResult:
     from shared.serving.triton_backend import TritonHandClient, check_stream_id
 
     check_stream_id(cfg.stream_id)
+    check_writable(cfg.output_dir, "--output_dir")
     if cfg.input_dir:
         inp, out_dir = Path(cfg.input_dir).resolve(), Path(cfg.output_dir).resolve()
         if out_dir == inp or inp in out_dir.parents:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.config import add_config_args, config_to_dict, load_config, option
+from shared.config import add_config_args, check_outputs, check_writable, config_to_dict, load_config, option
 from shared.errors import UserError, run_cli
 from shared.serving.hand_models import (
     DETECTION_OUTPUTS,
@@ -79,7 +79,7 @@ DETECTORS = ("blazepalm", "yolo")
 
 @dataclass
 class DeployConfig:
-    triton_repo: str = option("triton_repo", "the Triton model repository to write (created if missing)")
+    triton_repo: str = option("triton_repo", "the Triton model repository to write (created if missing)", output="dir")
     backend: str = option("python", "how the networks run: tensorrt (model.plan, GPU Triton), onnxruntime "
                                     "(model.onnx, any full Triton) or python (onnxruntime inside the python "
                                     "backend: every Triton build, including the bundled CPU one)",
@@ -97,27 +97,28 @@ class DeployConfig:
                              "(needs TensorRT here)")
     palm_engine: str = option("", "--backend tensorrt: a ready detector plan; built when TensorRT imports, else "
                                   "the detector is served by onnxruntime")
-    keep_versions: int = option(3, "versions kept per model (version_policy latest N; older folders deleted)")
-    max_batch_size: int = option(8, "largest batch of the networks (dynamic batching across streams)")
+    keep_versions: int = option(3, "versions kept per model (version_policy latest N; older folders deleted)", min=1)
+    max_batch_size: int = option(8, "largest batch of the networks (dynamic batching across streams)", min=1)
     smoke_test: bool = option(False, "when .venv-triton exists: start a local Triton on free loopback ports, "
                                      "send one frame through hand_pipeline, stop it")
-    img_size: int = option(224, "crop side of the crop model")
+    img_size: int = option(224, "crop side of the crop model", min=16)
     gesture_head: str = option("auto", "whether the crop model's gesture output is trained: auto (MediaPipe "
                                        "weights have no gesture head; a given .onnx is judged by its export "
                                        "summary .json), trained or untrained",
                                metadata={"choices": ["auto", "trained", "untrained"]})
-    max_hands: int = option(4, "at most this many hands per frame (hand_pipeline)")
+    max_hands: int = option(4, "at most this many hands per frame (hand_pipeline)", min=1)
     max_streams: int = option(8, "streams one hand_pipeline / tracker instance serves at once (sequence "
-                                 "batching slots; more streams wait for a free slot)")
-    idle_timeout_s: float = option(30.0, "a stream silent for this long is dropped (its next frame must START)")
+                                 "batching slots; more streams wait for a free slot)", min=1)
+    idle_timeout_s: float = option(30.0, "a stream silent for this long is dropped (its next frame must START)",
+                                   min=0.0)
     pipeline_instances: int = option(2, "hand_pipeline instances (each a process; Triton spreads the streams over "
-                                        "them, so one stream's Python work overlaps another's network time)")
+                                        "them, so one stream's Python work overlaps another's network time)", min=1)
     pipeline_networks: str = option("auto", "how hand_pipeline runs the two networks: bls (calls the served detector "
                                             "and hand_landmarks), local (onnxruntime inside hand_pipeline on copies "
                                             "of the same ONNX files) or auto (local for --backend python, else bls)",
                                     metadata={"choices": ["auto", "bls", "local"]})
-    queue_delay_us: int = option(200, "dynamic batching: how long a network request may wait for others (us)")
-    threads: int = option(0, "--backend python: onnxruntime threads per network (0 = onnxruntime's default)")
+    queue_delay_us: int = option(200, "dynamic batching: how long a network request may wait for others (us)", min=0)
+    threads: int = option(0, "--backend python: onnxruntime threads per network (0 = onnxruntime's default)", min=0)
     fp16: bool = option(True, "--backend tensorrt: build engines with FP16 kernels")
     work_dir: str = option("", "where exports made here are cached ('' = .cache/exports)")
     pipeline: dict = option({}, "more HandPipeline settings for hand_pipeline (YAML only), e.g. {detect_interval: "
@@ -452,6 +453,9 @@ def _check(cfg: DeployConfig) -> None:
 def deploy(cfg: DeployConfig) -> DeployResult:
     """Export what is missing, then add a version of every model to `cfg.triton_repo`."""
     _check(cfg)
+    check_outputs(cfg)
+    if cfg.work_dir:
+        check_writable(cfg.work_dir, "--work_dir", "dir")
     repo = Path(cfg.triton_repo)
     hand_onnx, lm_spec, gesture_trained = hand_model_onnx(cfg)
     det_onnx, det_inputs, det_outputs, det = detector_onnx(cfg)

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from shared.config import add_config_args, load_config, option, save_config
+from shared.config import add_config_args, check_gates, check_outputs, load_config, option, save_config
+from shared.data.images import report_skipped
 from shared.errors import UserError, run_cli
 from shared.hand import GESTURES, KEYPOINT_NAMES
 from shared.logger import get_logger
@@ -36,17 +37,18 @@ class EvaluateConfig:
     hand_model: str = option("mediapipe", "crop-model weights: best.pt / .pth from training, or 'mediapipe'")
     model_type: str = option("blazehand_full", "crop model: blazehand_full | blazehand_lite")
     detector: str = option("", "a trained YOLO .pt for mAP and the pipeline ('' = skip mAP, BlazePalm in the pipeline)")
-    detector_imgsz: int = option(320, "YOLO evaluation image size")
-    batch_size: int = option(32, "crops per batch")
+    detector_imgsz: int = option(320, "YOLO evaluation image size", min=32)
+    batch_size: int = option(32, "crops per batch", min=1)
     backend: str = option("onnxruntime", "runtime of the hand pipeline for tracking and latency: torch | onnxruntime")
-    expand_ratio: float = option(1.0, "ground-truth crop: keypoint extent x (1 + this), as in training")
+    expand_ratio: float = option(1.0, "ground-truth crop: keypoint extent x (1 + this), as in training", min=0.0)
     tracking: bool = option(True, "evaluate tracking on D/sequences when present")
     pipeline_detector: str = option("blazepalm", "detector of the hand pipeline for tracking/latency: blazepalm | "
                                                  "yolo (the --detector weights)",
                                     metadata={"choices": ["blazepalm", "yolo"]})
-    latency_frames: int = option(20, "frames timed for latency (0 = skip)")
-    output_dir: str = option("outputs/evaluation", "where report.json, report.md and plots go")
-    gates: dict = option({}, "metric -> minimum (or {'max': v} for lower-is-better); failing gates are listed")
+    latency_frames: int = option(20, "frames timed for latency (0 = skip)", min=0)
+    output_dir: str = option("outputs/evaluation", "where report.json, report.md and plots go", output="dir")
+    gates: dict = option({}, "metric -> minimum (or {'max': v} for lower-is-better); failing gates are listed",
+                         check=check_gates)
 
 
 @dataclass
@@ -78,6 +80,7 @@ def evaluate_crops(cfg: EvaluateConfig, data: Path) -> tuple[dict[str, Any], dic
 
     images, labels = _split_dirs(data, cfg.split)
     dataset = HandCropDataset(images, labels, img_size=224, expand_ratio=cfg.expand_ratio, rotate=True)
+    report_skipped(dataset.skipped)  # files that do not decode: skipped, named, counted in report.json
     model, _, _, _ = build_crop_model(cfg.model_type, len(GESTURES), cfg.hand_model)
     model.eval()
     preds, targets, vis, sizes, g_true, g_pred = [], [], [], [], [], []
@@ -125,6 +128,7 @@ def evaluate_detector(cfg: EvaluateConfig, data: Path, work: Path) -> dict[str, 
 def _read_sequence(seq_dir: Path) -> tuple[list[np.ndarray], list[Any]]:
     import cv2
 
+    from shared.data.images import read_image
     from shared.data.synthetic import read_mot
     from shared.tracking.mot_eval import FrameBoxes
 
@@ -132,7 +136,7 @@ def _read_sequence(seq_dir: Path) -> tuple[list[np.ndarray], list[Any]]:
     gt_map = read_mot(seq_dir / "gt" / "gt.txt")
     images, gt = [], []
     for f, path in enumerate(frames, 1):
-        images.append(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
+        images.append(cv2.cvtColor(read_image(path), cv2.COLOR_BGR2RGB))  # a bad frame: one error naming it
         rows = gt_map.get(f, [])
         gt.append(FrameBoxes(ids=[r[0] for r in rows], xyxy=np.array([r[1] for r in rows]).reshape(-1, 4)))
     return images, gt
@@ -258,6 +262,7 @@ def evaluate(cfg: EvaluateConfig, logger: Any = None) -> EvaluateResult:
     data = Path(cfg.data)
     if not (data / "data.yaml").is_file():
         raise UserError(f"--data {data}: no data.yaml; pass a dataset folder written by components.ingest")
+    check_outputs(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     logger = logger or get_logger(out)
@@ -288,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML with EvaluateConfig keys (flags override it)")
     add_config_args(parser, EvaluateConfig, skip=("gates",))
-    parser.add_argument("--gates", type=json.loads, default=None, help="JSON: metric -> minimum")
+    parser.add_argument("--gates", default=None, help="JSON: metric -> minimum, e.g. '{\"gestures/macro_f1\": 0.9}'")
     args = parser.parse_args(argv)
     cfg = load_config(EvaluateConfig, args.config, args)
     result = evaluate(cfg)

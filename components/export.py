@@ -12,8 +12,9 @@ A JSON summary is written next to the exported file.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from shared.config import add_config_args, load_config
+from shared.config import add_config_args, check_writable, load_config
 from shared.errors import run_cli
 from shared.models.export import OnnxExportConfig, export_onnx_stage
 from shared.models.tensorrt import TensorRTExportConfig, describe, export_tensorrt
@@ -21,6 +22,8 @@ from shared.models.tensorrt import TensorRTExportConfig, describe, export_tensor
 
 def _run_onnx(args: argparse.Namespace) -> int:
     cfg = load_config(OnnxExportConfig, args.config, args)
+    check_writable(cfg.output_path, "--output_path", "file")  # before the model is built
+    check_writable(Path(cfg.output_path).with_suffix(".json"), "--output_path (its summary)", "file")
     result = export_onnx_stage(cfg)
     print(f"wrote {result.onnx_path} ({result.model_type}, {result.parameters:,} parameters, opset {result.opset}"
           f"{', dynamic batch' if result.dynamic_batch else ''})")
@@ -34,6 +37,7 @@ def _run_onnx(args: argparse.Namespace) -> int:
 
 def _run_tensorrt(args: argparse.Namespace) -> int:
     cfg = load_config(TensorRTExportConfig, args.config, args)
+    check_writable(cfg.output_path, "--output_path", "file")  # before the engine is built (minutes)
     for line in describe(export_tensorrt(cfg)):
         print(line)
     return 0

@@ -16,7 +16,6 @@ import argparse
 import hashlib
 import json
 import shutil
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -27,7 +26,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from shared.config import add_config_args, load_config, option, save_config
+from shared.config import add_config_args, check_outputs, load_config, option, save_config
 from shared.data.labels import write_labels
 from shared.data.sources import (
     GestureMap,
@@ -36,6 +35,7 @@ from shared.data.sources import (
     SourceReport,
     default_gesture_map_path,
     download_roboflow,
+    folder_map_section,
     read_folder,
     read_hagrid_source,
 )
@@ -49,22 +49,26 @@ SPLITS = ("train", "val", "test")
 class IngestConfig:
     source: str = option("synthetic", "where the data comes from",
                          metadata={"choices": ["synthetic", "folder", "roboflow", "hagrid"]})
-    output_dir: str = option("outputs/dataset", "the dataset folder to write")
+    output_dir: str = option("outputs/dataset", "the dataset folder to write", output="dir")
     input_dir: str = option("", "input folder (folder / hagrid sources)")
-    num_images: int = option(600, "synthetic: number of still images")
-    sequences: int = option(0, "synthetic: number of video sequences with ground-truth tracks")
-    frames: int = option(60, "synthetic: frames per sequence")
-    image_size: int = option(320, "synthetic: image side in pixels")
+    num_images: int = option(600, "synthetic: number of still images", min=1)
+    sequences: int = option(0, "synthetic: number of video sequences with ground-truth tracks", min=0)
+    frames: int = option(60, "synthetic: frames per sequence", min=1)
+    image_size: int = option(320, "synthetic: image side in pixels", min=32)
     seed: int = option(0, "random seed (synthetic content and split assignment)")
-    splits: list[float] = option([0.7, 0.2, 0.1], "train/val/test fractions for sources without their own splits")
+    splits: list[float] = option([0.7, 0.2, 0.1], "train/val/test fractions for sources without their own splits "
+                                 "(three numbers in [0, 1] that sum to 1)", min=0.0, max=1.0)
     gesture_map: str = option("", "YAML mapping source class names to ours (default: configs/gesture_map.yaml)")
     api_key: str = option("", "Roboflow API key (or env ROBOFLOW_API_KEY)")
     workspace: str = option("", "Roboflow workspace")
     project: str = option("", "Roboflow project")
-    version: int = option(0, "Roboflow dataset version")
+    version: int = option(0, "Roboflow dataset version", min=0)
     format: str = option("yolov11", "Roboflow export format")
     overwrite: bool = option(False, "replace an existing, non-empty output_dir")
-    workers: int = option(2, "processes for synthetic rendering")
+    workers: int = option(2, "processes for synthetic rendering", min=0)
+
+    def __post_init__(self) -> None:
+        check_splits(self.splits)
 
 
 @dataclass
@@ -78,10 +82,17 @@ class IngestResult:
 
 
 # --------------------------------------------------------------------------- splitting
+def check_splits(fractions: list[float]) -> None:
+    """Three fractions in [0, 1] (train val test) that sum to 1, or one UserError."""
+    if len(fractions) != 3 or any(not 0 <= f <= 1 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise UserError(f"--splits {' '.join(map(str, fractions))}: expected three fractions in [0, 1] (train val "
+                        f"test) that sum to 1, e.g. 0.7 0.2 0.1" + (f"; these sum to {sum(fractions):g}"
+                                                                     if len(fractions) == 3 else ""))
+
+
 def assign_splits(items: list[SourceItem], fractions: list[float], seed: int) -> dict[str, list[SourceItem]]:
     """Keep a source's own splits; otherwise split by group (subject) or by item, seeded."""
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) <= 0:
-        raise UserError(f"--splits needs three non-negative fractions (train val test), got {fractions}")
+    check_splits(fractions)
     fr = np.asarray(fractions, dtype=np.float64) / sum(fractions)
     out: dict[str, list[SourceItem]] = {s: [] for s in SPLITS}
     if items and all(it.split in SPLITS for it in items):
@@ -200,13 +211,26 @@ def _prepare_output(out: Path, cfg: IngestConfig) -> None:
         (out / split / "labels").mkdir(parents=True, exist_ok=True)
 
 
+def _describe_map(gmap: GestureMap, section: str, map_path: str | Path, why: str) -> str:
+    mapped = ", ".join(f"{k}->{v}" for k, v in gmap.names.items()) or "identity"
+    dropped = f"; dropped: {', '.join(sorted(gmap.drop))}" if gmap.drop else ""
+    return f"class mapping: section '{section}' of {map_path} ({why}): {mapped}{dropped}"
+
+
 def _load_source(cfg: IngestConfig, out: Path) -> tuple[SourceReport, str]:
     map_path = cfg.gesture_map or default_gesture_map_path()
     if cfg.source == "folder":
         if not cfg.input_dir:
             raise UserError("--source folder needs --input_dir")
-        section = "roboflow" if (Path(cfg.input_dir) / "README.roboflow.txt").is_file() else "folder"
-        return read_folder(cfg.input_dir, GestureMap.load(map_path, section)), section
+        if not Path(cfg.input_dir).is_dir():
+            raise UserError(f"input folder not found: {cfg.input_dir} (pass --input_dir with a YOLO / Roboflow "
+                            f"export folder)")
+        section, why = folder_map_section(cfg.input_dir, map_path)
+        gmap = GestureMap.load(map_path, section)
+        print(_describe_map(gmap, section, map_path, why))
+        report = read_folder(cfg.input_dir, gmap)
+        report.mapping = why
+        return report, section
     if cfg.source == "hagrid":
         if not cfg.input_dir:
             raise UserError("--source hagrid needs --input_dir")
@@ -221,6 +245,8 @@ def _load_source(cfg: IngestConfig, out: Path) -> tuple[SourceReport, str]:
 # --------------------------------------------------------------------------- the stage
 def ingest(cfg: IngestConfig) -> IngestResult:
     out = Path(cfg.output_dir)
+    check_splits(cfg.splits)
+    check_outputs(cfg)
     if cfg.source != "synthetic":
         # Read and validate (and download) before touching the output folder.
         report, map_section = _load_source(cfg, out)
@@ -273,7 +299,8 @@ def ingest(cfg: IngestConfig) -> IngestResult:
     manifest = {
         "source": cfg.source,
         "input": cfg.input_dir or None,
-        "gesture_map": {"file": str(cfg.gesture_map or default_gesture_map_path()), "section": map_section},
+        "gesture_map": {"file": str(cfg.gesture_map or default_gesture_map_path()), "section": map_section,
+                        "why": report.mapping or None},
         "names": list(GESTURES),
         "counts": counts,
         "total_images": sum(c["images"] for c in counts.values()),
@@ -305,8 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rejected {result.rejected} item(s) (see {Path(result.output_dir) / 'rejected' / 'reasons.jsonl'})")
     print(f"dataset: {result.data_yaml}")
     if total == 0:
-        print("error: nothing usable remains after validation", file=sys.stderr)
-        return 1
+        raise UserError(f"nothing usable remains after validation: {result.rejected} item(s) rejected (reasons in "
+                        f"{Path(result.output_dir) / 'rejected' / 'reasons.jsonl'})")
     return 0
 
 

@@ -25,7 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.tasks import RunConfig, lightning_trainer, maybe_init_clearml, resolve_config, resume_path
+from components.tasks import (
+    RunConfig,
+    lightning_trainer,
+    maybe_init_clearml,
+    preflight,
+    resolve_config,
+    resume_path,
+    skipped_files,
+)
 from shared.config import add_config_args, config_to_dict, load_config, option, read_yaml, save_config
 from shared.errors import UserError, run_cli
 
@@ -45,38 +53,40 @@ class CorpusOptions:
                               metadata={"choices": ["crops", "frames"]})
     gesture_map: str = option("", "class names through a gesture map section (e.g. 'hagrid' of "
                               "configs/gesture_map.yaml) ; '' keeps the source's own names")
-    crop_size: int = option(224, "side of the saved hand crops, pixels")
-    crop_expand: float = option(0.3, "hand crops: the longer box side grown by this ratio, made square")
-    min_image_size: int = option(32, "drop images whose shorter side is below this")
+    crop_size: int = option(224, "side of the saved hand crops, pixels", min=16)
+    crop_expand: float = option(0.3, "hand crops: the longer box side grown by this ratio, made square", min=0.0)
+    min_image_size: int = option(32, "drop images whose shorter side is below this", min=1)
     pretrain_fraction: float = option(0.7, "share of the corpus (by subject groups) for pretraining; the rest "
-                                      "is for fine-tuning")
-    val_fraction: float = option(0.15, "validation share inside each part")
-    test_fraction: float = option(0.15, "test share of the fine-tuning part")
+                                      "is for fine-tuning", min=0.0, max=1.0)
+    val_fraction: float = option(0.15, "validation share inside each part", min=0.0, max=1.0)
+    test_fraction: float = option(0.15, "test share of the fine-tuning part", min=0.0, max=1.0)
     corpus_only: bool = option(False, "build the corpus, then stop")
 
 
 @dataclass
 class PretrainConfig(CorpusOptions, RunConfig):
     data_dir: str = option("", "pretraining images (see the module help), or the raw source with --source")
-    output_dir: str = option("outputs/pretrain", "encoder.pt, gmae.pt, previews/, metrics, config, summary")
+    output_dir: str = option("outputs/pretrain", "encoder.pt, gmae.pt, previews/, metrics, config, summary",
+                             output="dir")
     model: str = option("gmae_small", "gmae_tiny | gmae_small | gmae_base", metadata={"choices": list(MODELS)})
-    img_size: int = option(224, "training image side, pixels (a multiple of the patch size)")
-    patch_size: int = option(0, "patch side in pixels (0 = the model size's default: 8 tiny, 16 small/base)")
-    epochs: int = option(500, "training epochs (seed: 500)")
-    batch_size: int = option(64, "images per batch (seed: 64)")
-    learning_rate: float = option(1e-3, "peak learning rate, AdamW (seed: 1e-3)")
-    weight_decay: float = option(0.05, "AdamW weight decay (not on norms, biases, the mask token)")
-    warmup_epochs: float = option(10.0, "linear warm-up, epochs (at most a fifth of the run), then cosine")
-    mask_ratio: float = option(0.6, "share of patches hidden from the encoder (seed: 0.6; paper: 0.5-0.7 best)")
+    img_size: int = option(224, "training image side, pixels (a multiple of the patch size)", min=16)
+    patch_size: int = option(0, "patch side in pixels (0 = the model size's default: 8 tiny, 16 small/base)", min=0)
+    epochs: int = option(500, "training epochs (seed: 500)", min=1)
+    batch_size: int = option(64, "images per batch (seed: 64)", min=1)
+    learning_rate: float = option(1e-3, "peak learning rate, AdamW (seed: 1e-3)", min=0.0)
+    weight_decay: float = option(0.05, "AdamW weight decay (not on norms, biases, the mask token)", min=0.0)
+    warmup_epochs: float = option(10.0, "linear warm-up, epochs (at most a fifth of the run), then cosine", min=0.0)
+    mask_ratio: float = option(0.6, "share of patches hidden from the encoder (seed: 0.6; paper: 0.5-0.7 best)",
+                               min=0.0, max=0.99)
     norm_pix_loss: bool = option(False, "predict per-patch normalised pixels (MAE's option)")
     use_msdc: bool = option(True, "multi-scale dilated convolutions in every block (ablation switch)")
     use_mhsa: bool = option(True, "self-attention in every block (ablation switch)")
     use_mscffn: bool = option(True, "multi-scale convolutional FFN (off = plain FFN; ablation switch)")
-    min_scale: float = option(0.2, "random resized crop: smallest area share (MAE uses 0.2)")
-    color_jitter: float = option(0.4, "colour jitter strength (0 = off)")
-    save_every: int = option(10, "save encoder.pt and a reconstruction preview every N epochs")
-    preview_count: int = option(8, "images in each preview PNG")
-    patience: int = option(0, "early stopping on --monitor (0 = off; pretraining runs its epochs)")
+    min_scale: float = option(0.2, "random resized crop: smallest area share (MAE uses 0.2)", min=0.0, max=1.0)
+    color_jitter: float = option(0.4, "colour jitter strength (0 = off)", min=0.0)
+    save_every: int = option(10, "save encoder.pt and a reconstruction preview every N epochs", min=1)
+    preview_count: int = option(8, "images in each preview PNG", min=0)
+    patience: int = option(0, "early stopping on --monitor (0 = off; pretraining runs its epochs)", min=0)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.mask_ratio < 1.0:
@@ -95,6 +105,7 @@ class PretrainResult:
     corpus_dir: str = ""  # the split corpus when one was built (finetune_dataset is inside)
     metrics: dict[str, Any] = field(default_factory=dict)  # last epoch's train/val loss
     history: list[dict[str, Any]] = field(default_factory=list)  # per-epoch metrics
+    skipped_images: list[str] = field(default_factory=list)  # 'file: reason' of image files that do not decode
     summary: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -149,6 +160,14 @@ def build_corpus(cfg: CorpusOptions, raw_dir: str | Path, corpus_dir: str | Path
 
 # --------------------------------------------------------------------------- stage
 def run_pretrain(cfg: PretrainConfig, logger: Any = None) -> PretrainResult:
+    if cfg.model not in MODELS:
+        raise UserError(f"--model {cfg.model}: pretraining needs one of {', '.join(MODELS)}")
+    if not cfg.data_dir:
+        raise UserError("no data: pass --data_dir (pretraining images, or the raw source with --source)")
+    if not Path(cfg.data_dir).is_dir():
+        raise UserError(f"--data_dir {cfg.data_dir}: folder not found")
+    preflight(cfg)  # outputs writable, ClearML (when asked for) reachable: before any work
+    # Heavy imports after the checks: a bad value or server fails in a second, not after torch loads.
     import lightning as L
     import torch
 
@@ -158,12 +177,6 @@ def run_pretrain(cfg: PretrainConfig, logger: Any = None) -> PretrainResult:
     from shared.models.registry import create_model
     from shared.training.gmae import GMAEPretrainModule, PretrainArtifacts, make_loader, schedule_steps
 
-    if cfg.model not in MODELS:
-        raise UserError(f"--model {cfg.model}: pretraining needs one of {', '.join(MODELS)}")
-    if not cfg.data_dir:
-        raise UserError("no data: pass --data_dir (pretraining images, or the raw source with --source)")
-    if not Path(cfg.data_dir).is_dir():
-        raise UserError(f"--data_dir {cfg.data_dir}: folder not found")
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     data_root = Path(cfg.data_dir)
@@ -188,8 +201,10 @@ def run_pretrain(cfg: PretrainConfig, logger: Any = None) -> PretrainResult:
     train_ds = ImageFolderDataset(train_dir, train_transform(cfg.img_size, cfg.min_scale,
                                                              color_jitter=cfg.color_jitter), labelled=False)
     val_ds = ImageFolderDataset(val_dir, val_transform(cfg.img_size), labelled=False) if val_dir else None
+    skipped = skipped_files(train_ds, val_ds)
     print(f"pretrain: {len(train_ds)} training images from {train_dir}, "
-          f"{len(val_ds) if val_ds else 0} validation images, {cfg.img_size}px, mask {cfg.mask_ratio}")
+          f"{len(val_ds) if val_ds else 0} validation images, {cfg.img_size}px, mask {cfg.mask_ratio}"
+          f"{f', {len(skipped)} bad image file(s) skipped' if skipped else ''}")
 
     model = create_model(cfg.model, img_size=cfg.img_size, patch_size=cfg.patch_size or None,
                          mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss, use_msdc=cfg.use_msdc,
@@ -219,7 +234,7 @@ def run_pretrain(cfg: PretrainConfig, logger: Any = None) -> PretrainResult:
         output_dir=str(output_dir), encoder_weights=str(output_dir / "encoder.pt"),
         autoencoder=str(output_dir / "gmae.pt"), config=str(config_path), previews=artifacts.previews,
         corpus_dir=corpus_dir, metrics={k: v for k, v in (artifacts.history[-1] if artifacts.history else {}).items()},
-        history=artifacts.history)
+        history=artifacts.history, skipped_images=skipped)
     return _write_summary(result)
 
 

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.config import add_config_args, option
+from shared.config import add_config_args, load_config, option
 from shared.errors import UserError, run_cli
 from shared.hand import GESTURES
 
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m components.relabel", description=__doc__.split("\n\n")[0])
     add_config_args(parser, RelabelConfig)
     args = parser.parse_args(argv)
-    cfg = RelabelConfig(**{k: v for k, v in vars(args).items() if v is not None})
+    cfg = load_config(RelabelConfig, None, args)  # flags through the one validation path
     for name in ("images_dir", "labels_dir", "model_weights"):
         if not getattr(cfg, name):
             raise UserError(f"--{name} is required")

@@ -4,6 +4,8 @@
     python pipelines/full.py --preset full        # with a server: enqueue controller + steps on agent queues
     python pipelines/full.py --local              # with a server: steps as local subprocesses
     python pipelines/full.py --offline --preset tiny --set num_images=40
+    python pipelines/full.py --preset real --set input_dir=../shared/data/hagrid_train \
+        --set test_dir=../shared/data/hagrid_sample,../shared/data/roboflow_gestures_v6   # real photos
 
 ingest -> augment -> pretrain (G-MAE) -> train (detector; gesture classifier, from timm or from the
 G-MAE encoder; relabel when asked; multitask BlazeHand from MediaPipe weights) -> evaluate (quality
@@ -39,6 +41,17 @@ def ingest_dataset(cfg: dict) -> dict:
     from pipelines.store import publish_folder
 
     out = os.path.join(cfg["output_dir"], "dataset")
+    if cfg["source"] == "teacher":  # real photos in gesture folders, labelled by the MediaPipe teacher
+        from components.autolabel import AutolabelConfig, autolabel
+
+        acfg = AutolabelConfig(input_dir=cfg["input_dir"], output_dir=out, seed=cfg["seed"], overwrite=True)
+        result = autolabel(acfg)
+        log_metrics("ingest", {**{f"{split}/images": c["images"] for split, c in result.counts.items()},
+                               "rejected": result.rejected})
+        manifest = json.loads(Path(result.manifest).read_text())
+        return {"dataset": publish_folder(out, "dataset", cfg["project"] + "/datasets", [cfg["preset"]]),
+                "content_hash": manifest["content_hash"], "counts": result.counts, "rejected": result.rejected,
+                "contact_sheet": result.contact_sheet, "config": _dc.asdict(acfg)}
     icfg = IngestConfig(source=cfg["source"], input_dir=cfg["input_dir"], output_dir=out,
                         num_images=cfg["num_images"], sequences=cfg["sequences"], frames=cfg["frames"],
                         image_size=cfg["image_size"], seed=cfg["seed"], overwrite=True,
@@ -97,15 +110,47 @@ def train_detector_model(cfg: dict, ingested: dict) -> dict:
     if cfg["detector_epochs"] <= 0:
         return {"model": None, "metrics": {}}
     data = fetch_folder(ingested["dataset"])
+    real = cfg["source"] == "teacher"
+    if real:
+        # One class (`hand`) on the teacher's boxes; the validation split is the real test photos of
+        # other people, so Ultralytics' per-epoch validation IS the recall curve on real test hands.
+        # Nothing is selected on it: last.pt is registered and reported.
+        from shared.data.realsets import build_detector_view
+
+        view = Path(cfg["output_dir"]) / "detector_view"
+        build_detector_view(data, test_dirs(cfg), view, pose="pose" in Path(cfg["detector_model"]).stem)
+        data = view
     dcfg = DetectorConfig(data=str(data), model=cfg["detector_model"], imgsz=cfg["detector_imgsz"],
                           epochs=cfg["detector_epochs"], batch_size=cfg["detector_batch_size"], seed=cfg["seed"],
-                          workers=0, checkpoint_dir=os.path.join(cfg["output_dir"], "detector"))
+                          workers=0, checkpoint_dir=os.path.join(cfg["output_dir"], "detector"),
+                          **({"patience": cfg["detector_epochs"] + 1} if real else {}))
     result = train_detector(dcfg)
-    log_metrics("detector", result.metrics)
-    ref = register_model(result.best, "hand_detector", ["detector", cfg["preset"]],
-                         {"metrics": result.metrics, "imgsz": cfg["detector_imgsz"],
-                          "dataset_hash": ingested["content_hash"]})
-    return {"model": ref, "metrics": result.metrics}
+    metrics = dict(result.metrics)
+    if real:
+        metrics["recall_curve"] = recall_curve(Path(result.extra["results_csv"]))
+        last = metrics["recall_curve"][-1] if metrics["recall_curve"] else {}
+        metrics.update({"recall": last.get("recall"), "map50": last.get("map50")})
+    log_metrics("detector", metrics)
+    ref = register_model(result.last if real else result.best, "hand_detector", ["detector", cfg["preset"]],
+                         {"metrics": {k: v for k, v in metrics.items() if k != "recall_curve"},
+                          "imgsz": cfg["detector_imgsz"], "dataset_hash": ingested["content_hash"]})
+    return {"model": ref, "metrics": metrics}
+
+
+def test_dirs(cfg: dict) -> list[str]:
+    """The real test sets of `--set test_dir=A,B`."""
+    return [d.strip() for d in cfg.get("test_dir", "").split(",") if d.strip()]
+
+
+def recall_curve(results_csv: Path) -> list[dict]:
+    """Per epoch: recall and mAP50 at IoU 0.5 on the validation split (Ultralytics' results.csv)."""
+    import csv
+
+    if not results_csv.is_file():
+        return []
+    rows = list(csv.DictReader(results_csv.open()))
+    return [{"epoch": int(float(r["epoch"])), "recall": round(float(r["metrics/recall(B)"]), 4),
+             "map50": round(float(r["metrics/mAP50(B)"]), 4)} for r in rows]
 
 
 def train_gesture_classifier(cfg: dict, ingested: dict, augmented: dict, pretrained: dict) -> dict:
@@ -115,6 +160,23 @@ def train_gesture_classifier(cfg: dict, ingested: dict, augmented: dict, pretrai
         return {"model": None, "metrics": {}, "kind": None}
     data = fetch_folder(ingested["dataset"])
     out = os.path.join(cfg["output_dir"], "classifier")
+    if cfg["classifier_source"] == "landmarks":
+        # The landmark MLP that ships by default, rebuilt on this dataset's teacher landmarks and
+        # measured end to end (default static pipeline, misses counted) on the real test photos.
+        from components.gesture_model import GestureModelConfig, build_gesture_model
+
+        result = build_gesture_model(GestureModelConfig(data=str(data), output_dir=out, test_dir=test_dirs(cfg),
+                                                        seed=cfg["seed"]))
+        test = result.test or {}
+        metrics = {"teacher_val_accuracy": result.val_accuracy,
+                   **{k: test[k] for k in ("accuracy", "targets", "missed", "unknown", "per_class", "confusion",
+                                           "confusion_labels") if k in test}}
+        log_metrics("classifier", metrics)
+        ref = register_model(os.path.join(out, "weights.npz"), "gesture_landmarks",
+                             ["classifier", "landmarks", cfg["preset"]],
+                             {"metrics": metrics, "kind": "landmarks", "folder": out,
+                              "dataset_hash": ingested["content_hash"]})
+        return {"model": ref, "metrics": metrics, "kind": "landmarks", "name": "gesture_landmarks", "folder": out}
     if cfg["classifier_source"] == "gmae" and pretrained.get("encoder"):
         from components.tasks.gmae_finetune import GMAEFinetuneConfig, run_finetune
 
@@ -160,6 +222,8 @@ def train_hand_model(cfg: dict, ingested: dict, augmented: dict, relabeled: dict
     from components.tasks.landmarks import MultitaskConfig, train_multitask
     from pipelines.store import fetch_folder, register_model
 
+    if cfg["multitask_epochs"] <= 0:  # MediaPipe's landmark network as it is (exactly MediaPipe's answers)
+        return {"model": None, "metrics": {}, "weights": "mediapipe"}
     data = fetch_folder(ingested["dataset"])
     mcfg = MultitaskConfig(train_images=augmented["train_images"], train_labels=relabeled["train_labels"],
                            val_images=str(data / "val" / "images"), val_labels=str(data / "val" / "labels"),
@@ -180,6 +244,8 @@ def evaluate_models(cfg: dict, ingested: dict, detector: dict, hand_model: dict,
     from components.evaluate import EvaluateConfig, evaluate
     from pipelines.store import fetch_folder, fetch_model
 
+    if cfg["source"] == "teacher":
+        return evaluate_real(cfg, detector, classifier)
     data = fetch_folder(ingested["dataset"])
     ecfg = EvaluateConfig(data=str(data), hand_model=str(fetch_model(hand_model["model"])),
                           model_type=cfg["hand_model"],
@@ -193,6 +259,59 @@ def evaluate_models(cfg: dict, ingested: dict, detector: dict, hand_model: dict,
             "passed": result.passed, "failures": result.failures}
 
 
+def evaluate_real(cfg: dict, detector: dict, classifier: dict) -> dict:
+    """The real preset's report: gesture accuracy and confusion matrix on real photos of other
+    people (end to end, misses counted), the YOLO detector's recall / mAP50 there and its recall
+    curve over epochs; then the quality gates."""
+    from components.evaluate import apply_gates
+
+    out = Path(cfg["output_dir"]) / "evaluation"
+    out.mkdir(parents=True, exist_ok=True)
+    gm, dm = classifier.get("metrics") or {}, detector.get("metrics") or {}
+    metrics = {"gestures": {k: gm[k] for k in ("accuracy", "targets", "missed", "unknown", "teacher_val_accuracy")
+                            if k in gm},
+               "detector": {k: dm[k] for k in ("recall", "map50") if dm.get(k) is not None}}
+    failures = apply_gates(metrics, cfg["gates"])
+    curve = dm.get("recall_curve") or []
+    plots = []
+    if curve:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot([r["epoch"] for r in curve], [r["recall"] for r in curve], marker="o", label="recall @ IoU 0.5")
+        ax.plot([r["epoch"] for r in curve], [r["map50"] for r in curve], marker=".", label="mAP50")
+        ax.set_xlabel("epoch")
+        ax.set_title("YOLO on real test hands (other people)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "detector_recall_curve.png", dpi=100)
+        plt.close(fig)
+        plots.append(str(out / "detector_recall_curve.png"))
+    report = {"metrics": metrics, "per_class": gm.get("per_class"), "confusion": gm.get("confusion"),
+              "confusion_labels": gm.get("confusion_labels"), "recall_curve": curve, "test_dir": test_dirs(cfg),
+              "passed": not failures, "failures": failures}
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    lines = ["# Real-photo evaluation", "", f"Test sets (other people): {', '.join(test_dirs(cfg)) or 'none'}", "",
+             f"- gesture accuracy (misses and `unknown` count as errors): {metrics['gestures'].get('accuracy')} "
+             f"on {metrics['gestures'].get('targets')} hands",
+             f"- YOLO recall @ IoU 0.5: {metrics['detector'].get('recall')}, mAP50 {metrics['detector'].get('map50')}",
+             "", "| truth \\ predicted | " + " | ".join(gm.get("confusion_labels") or []) + " |",
+             "|---|" + "---|" * len(gm.get("confusion_labels") or [])]
+    for name, row in zip(cfg["gesture_names"], gm.get("confusion") or []):
+        if sum(row):
+            lines.append(f"| {name} | " + " | ".join(map(str, row)) + " |")
+    lines += ["", "| epoch | recall | mAP50 |", "|---|---|---|"]
+    lines += [f"| {r['epoch']} | {r['recall']} | {r['map50']} |" for r in curve]
+    lines += ["", "Quality gates: " + ("passed" if not failures else "FAILED: " + "; ".join(failures))]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    log_metrics("evaluate", {f"{section}/{k}": v for section, values in metrics.items() for k, v in values.items()})
+    return {"report": str(out / "report.json"), "markdown": str(out / "report.md"), "metrics": metrics,
+            "passed": not failures, "failures": failures, "plots": plots}
+
+
 def export_models(cfg: dict, hand_model: dict, detector: dict, evaluation: dict) -> dict:
     from pipelines.store import fetch_model, publish_model, register_model
     from shared.models.export import OnnxExportConfig, export_onnx_stage
@@ -200,13 +319,14 @@ def export_models(cfg: dict, hand_model: dict, detector: dict, evaluation: dict)
 
     out = Path(cfg["output_dir"]) / "export"
     exports: dict = {}
-    hand = export_onnx_stage(OnnxExportConfig(model_type=cfg["hand_model"],
-                                              weights=str(fetch_model(hand_model["model"])),
+    weights = str(fetch_model(hand_model["model"])) if hand_model.get("model") else "mediapipe"
+    hand = export_onnx_stage(OnnxExportConfig(model_type=cfg["hand_model"], weights=weights,
                                               output_path=str(out / "hand_landmarks.onnx"), dynamic_batch=True,
                                               verify=True))
     exports["hand_landmarks_onnx"] = register_model(
         hand.onnx_path, "hand_landmarks_onnx", ["onnx", "multitask", cfg["preset"]],
-        {"source": hand_model["model"]["path"], "metrics": evaluation["metrics"].get("keypoints", {}),
+        {"source": hand_model["model"]["path"] if hand_model.get("model") else "mediapipe",
+         "metrics": evaluation["metrics"].get("keypoints", {}),
          "inputs": hand.inputs, "outputs": hand.outputs, "max_abs_diff": hand.max_abs_diff})
     palm = export_onnx_stage(OnnxExportConfig(model_type="blazepalm_full", weights="mediapipe",
                                               output_path=str(out / "blazepalm.onnx"), dynamic_batch=True))
@@ -253,12 +373,13 @@ def log_metrics(step: str, metrics: dict) -> None:
 
 # ============================================================================ wiring
 STEP_PACKAGES = {
-    "data": ["numpy", "opencv-python-headless", "albumentations", "pillow", "pyyaml", "tqdm", "clearml"],
-    "torch": ["torch==2.14.1", "torchvision==0.29.1", "lightning", "timm", "numpy", "opencv-python-headless",
+    "data": ["numpy", "opencv-python-headless==4.11.0.86", "albumentations", "pillow", "pyyaml", "tqdm", "clearml"],
+    "torch": ["torch==2.14.1", "torchvision==0.29.1", "lightning", "timm", "numpy", "opencv-python-headless==4.11.0.86",
               "albumentations", "pyyaml", "tqdm", "scipy", "numba", "matplotlib", "tflite", "clearml"],
-    "detector": ["ultralytics", "torch==2.14.1", "torchvision==0.29.1", "numpy", "pyyaml", "clearml"],
+    "detector": ["ultralytics", "torch==2.14.1", "torchvision==0.29.1", "numpy", "opencv-python-headless==4.11.0.86", "pyyaml",
+                 "clearml"],
     "export": ["torch==2.14.1", "onnx", "onnxruntime", "numpy", "tflite", "clearml"],
-    "deploy": ["numpy", "onnx", "onnxruntime", "opencv-python-headless", "scipy", "numba", "tritonclient[grpc]",
+    "deploy": ["numpy", "onnx", "onnxruntime", "opencv-python-headless==4.11.0.86", "scipy", "numba", "tritonclient[grpc]",
                "pyyaml", "clearml"],
 }
 
@@ -315,7 +436,7 @@ def build_pipeline(cfg: PipelineConfig):
         steps[step.name] = PipelineDecorator.component(
             return_values=[step.output], cache=step.cached, task_type=step.task_type, name=step.name,
             execution_queue=cfg.queues.get(step.queue, step.queue), packages=STEP_PACKAGES[step.packages],
-            helper_functions=[log_metrics], repo=None)(step.fn)
+            helper_functions=[log_metrics, test_dirs, recall_curve, evaluate_real], repo=None)(step.fn)
 
     @PipelineDecorator.pipeline(name=f"hand-perception-{cfg.preset}", project=cfg.project, version="1.0",
                                 pipeline_execution_queue=cfg.queues.get("services", "services"),
@@ -409,8 +530,11 @@ def main(argv: list[str] | None = None) -> int:
     from shared.errors import UserError
 
     host = None if args.offline else configured_server()
-    try:
+    from shared.config import check_outputs
+
+    try:  # every value checked (types, ranges, keys) and the outputs writable, before ClearML starts
         cfg = load_pipeline_config(args.preset or ("full" if host else "demo"), args.set)
+        check_outputs(cfg)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -11,42 +11,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
+
+# One reachability check for every place that starts a ClearML task: shared.logger's.
+from shared.logger import check_server, configured_server  # noqa: F401 - re-exported for the pipelines
 
 FRAMEWORKS = {".pt": "PyTorch", ".pth": "PyTorch", ".ckpt": "PyTorch", ".onnx": "ONNX", ".engine": "TensorRT",
               ".plan": "TensorRT"}
 
 
 # --------------------------------------------------------------------------- server
-def configured_server() -> str | None:
-    """The ClearML API server this machine is configured for, or None."""
-    host = os.environ.get("CLEARML_API_HOST")
-    if host:
-        return host
-    conf = Path(os.environ.get("CLEARML_CONFIG_FILE", Path.home() / "clearml.conf"))
-    if conf.is_file():
-        match = re.search(r"api_server\s*[:=]\s*\"?([^\s\"]+)", conf.read_text())
-        if match:
-            return match.group(1)
-    return None
-
-
-def check_server(host: str, timeout: float = 4.0) -> str | None:
-    """None when the server answers, else one line saying why not. Never retries."""
-    import requests
-
-    url = host.rstrip("/") + "/debug.ping"
-    try:
-        response = requests.get(url, timeout=timeout)
-    except requests.RequestException as exc:
-        return f"ClearML server {host} is not reachable ({type(exc).__name__})"
-    if response.status_code >= 500:
-        return f"ClearML server {host} answered HTTP {response.status_code}"
-    return None
-
-
 def is_offline() -> bool:
     from clearml import Task
 

@@ -10,6 +10,18 @@ GESTURES: tuple[str, ...] = ("2_hands", "fist", "normal_hand", "pinch", "pointer
 NUM_GESTURES = len(GESTURES)
 GESTURE_TO_ID = {name: i for i, name in enumerate(GESTURES)}
 
+# A dataset label that means "a hand, gesture unknown": written by the teacher (autolabel) for
+# the second hand of a one-gesture photo and for hands of folders with no mapped gesture. It
+# teaches the detector and the keypoints and is ignored by every gesture loss. It is a label
+# id (the last), never a gesture a model predicts.
+UNKNOWN_HAND = "hand"
+UNKNOWN_HAND_ID = NUM_GESTURES
+LABEL_NAMES: tuple[str, ...] = GESTURES + (UNKNOWN_HAND,)
+
+# Gesture ids in results (HandResults.gesture) that are not a class:
+GESTURE_NONE = -1  # no gesture model ran (JSON null)
+GESTURE_UNKNOWN = -2  # the gesture model ran, its best score was below the threshold (JSON "unknown")
+
 NUM_KEYPOINTS = 21
 KEYPOINT_NAMES: tuple[str, ...] = (
     "wrist",

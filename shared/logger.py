@@ -8,9 +8,13 @@ process, also reports to it. ClearML is imported lazily, inside the call.
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 from pathlib import Path
 from typing import Any
+
+from shared.errors import UserError
 
 
 class ExperimentLogger:
@@ -108,6 +112,77 @@ def pin_clearml_requirements() -> None:
 
     # A str: the SDK reads a requirements file only from a str or its own pathlib2.Path.
     Task.force_requirements_env_freeze(requirements_file=str(REQUIREMENTS_FILE))
+
+
+def configured_server() -> str | None:
+    """The ClearML API server this machine is configured for (CLEARML_API_HOST, else
+    `api_server` in clearml.conf), or None."""
+    host = os.environ.get("CLEARML_API_HOST")
+    if host:
+        return host
+    conf = Path(os.environ.get("CLEARML_CONFIG_FILE", Path.home() / "clearml.conf"))
+    if conf.is_file():
+        match = re.search(r"api_server\s*[:=]\s*\"?([^\s\"]+)", conf.read_text(errors="replace"))
+        if match:
+            return match.group(1)
+    return None
+
+
+def check_server(host: str, timeout: float = 4.0) -> str | None:
+    """None when the ClearML server answers, else one line saying why not. Never retries: the
+    SDK itself retries an unreachable host for many minutes before it gives up."""
+    import requests
+
+    url = host.rstrip("/") + "/debug.ping"
+    try:
+        response = requests.get(url, timeout=timeout)
+    except requests.RequestException as exc:
+        return f"ClearML server {host} is not reachable ({type(exc).__name__})"
+    if response.status_code >= 500:
+        return f"ClearML server {host} answered HTTP {response.status_code}"
+    return None
+
+
+def clearml_offline_mode() -> bool:
+    return os.environ.get("CLEARML_OFFLINE_MODE", "").lower() in ("1", "true", "yes", "on")
+
+
+def check_clearml_server() -> str | None:
+    """The configured ClearML host once it answered (None: none configured, or offline mode),
+    or one UserError naming the host within seconds. Call it before any work that a task
+    would record, so a bad server fails the run at once rather than after the work."""
+    host = configured_server()
+    if host is None or clearml_offline_mode():
+        return host
+    problem = check_server(host)
+    if problem:
+        raise UserError(f"{problem}; fix clearml.conf / CLEARML_API_*, or run without --project_name to log to "
+                        f"local files only")
+    return host
+
+
+def start_clearml_task(project_name: str, task_name: str, **init_kwargs: Any) -> Any:
+    """The one way our CLIs start a ClearML task: the active task if there is one; else, when a
+    server is configured, a fast reachability check (one line naming the host instead of the
+    SDK's minutes of silent retries) and `Task.init`; None when ClearML is not configured.
+
+    Offline mode (CLEARML_OFFLINE_MODE=1) needs no server and skips the check.
+    """
+    offline = clearml_offline_mode()
+    host = check_clearml_server()
+    if host is None and not offline:
+        print("ClearML is not configured (no clearml.conf / CLEARML_API_HOST): logging to local files only")
+        return None
+    from clearml import Task
+
+    if Task.current_task() is not None:
+        return Task.current_task()
+    pin_clearml_requirements()  # not the SDK's import scan, which races our imports
+    try:
+        return Task.init(project_name=project_name, task_name=task_name, reuse_last_task_id=False, **init_kwargs)
+    except Exception as exc:  # noqa: BLE001 - the SDK raises assorted errors for credentials / server answers
+        raise UserError(f"ClearML task could not start on {host or 'offline'} ({type(exc).__name__}: {exc}); "
+                        f"fix clearml.conf / CLEARML_API_*, or run without --project_name") from None
 
 
 def get_logger(output_dir: str | Path | None = None) -> ExperimentLogger:

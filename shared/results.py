@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.hand import GESTURES, HANDEDNESS, NUM_KEYPOINTS
+from shared.hand import GESTURE_NONE, GESTURE_UNKNOWN, GESTURES, HANDEDNESS, NUM_KEYPOINTS
 
 
 def _empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -25,7 +25,8 @@ class HandResults:
     xyxy:          [N, 4] float32 box corners
     score:         [N] float32 detection / presence score
     keypoints:     [N, 21, 3] float32 x, y pixels + visibility/confidence
-    gesture:       [N] int64 index into `shared.hand.GESTURES` (-1 = unknown)
+    gesture:       [N] int64 index into `shared.hand.GESTURES` (-1 = no gesture model ran,
+                   -2 = the model's best score was below its threshold: "unknown")
     gesture_score: [N] float32
     handedness:    [N] int64 0 left, 1 right, -1 unknown
     track_id:      [N] int64 (-1 = not tracked)
@@ -105,7 +106,7 @@ class HandResults:
                     "score": round(float(self.score[i]), 4),
                     "keypoints": [[round(float(x), 2), round(float(y), 2), round(float(v), 3)]
                                   for x, y, v in self.keypoints[i]],
-                    "gesture": GESTURES[g] if 0 <= g < len(GESTURES) else None,
+                    "gesture": gesture_name(g),
                     "gesture_score": round(float(self.gesture_score[i]), 4),
                     "handedness": HANDEDNESS[h] if h in (0, 1) else None,
                     "track_id": int(self.track_id[i]),
@@ -121,9 +122,23 @@ class HandResults:
             xyxy=[h["xyxy"] for h in hands],
             score=[h["score"] for h in hands],
             keypoints=[h["keypoints"] for h in hands],
-            gesture=[GESTURES.index(h["gesture"]) if h.get("gesture") in GESTURES else -1 for h in hands],
+            gesture=[gesture_id(h.get("gesture")) for h in hands],
             gesture_score=[h.get("gesture_score", 0.0) for h in hands],
             handedness=[HANDEDNESS.index(h["handedness"]) if h.get("handedness") in HANDEDNESS else -1
                         for h in hands],
             track_id=[h.get("track_id", -1) for h in hands],
         )
+
+
+def gesture_name(gesture: int) -> str | None:
+    """A result's gesture id as JSON: the class name, "unknown" (low confidence) or None (no model)."""
+    if 0 <= gesture < len(GESTURES):
+        return GESTURES[gesture]
+    return "unknown" if gesture == GESTURE_UNKNOWN else None
+
+
+def gesture_id(name: str | None) -> int:
+    """The inverse of `gesture_name`."""
+    if name in GESTURES:
+        return GESTURES.index(name)
+    return GESTURE_UNKNOWN if name == "unknown" else GESTURE_NONE

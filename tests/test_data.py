@@ -158,7 +158,8 @@ def test_ingest_fails_only_when_nothing_usable(tmp_path: Path) -> None:
     src = tmp_path / "src"
     (src / "images").mkdir(parents=True)
     (src / "images" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
-    assert ingest_main(["--source", "folder", "--input_dir", str(src), "--output_dir", str(tmp_path / "o")]) == 1
+    with pytest.raises(UserError, match="nothing usable remains"):  # run_cli: one error line, exit 2
+        ingest_main(["--source", "folder", "--input_dir", str(src), "--output_dir", str(tmp_path / "o")])
 
 
 @pytest.mark.parametrize(

@@ -295,8 +295,8 @@ def test_infer_outputs_and_corrupt_frame(tmp_path, work_dir, capsys):
         cv2.imwrite(str(frames_dir / f"{i * 2:04d}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     (frames_dir / "0001.jpg").write_bytes(b"\xff\xd8 not really a jpeg")  # between frames 0 and 2
     out = tmp_path / "out"
-    cfg = InferConfig(input_dir=str(frames_dir), output_dir=str(out), backend="onnxruntime", draw_skeleton=True,
-                      threads=1, pipeline={"work_dir": work_dir})
+    cfg = InferConfig(input_dir=str(frames_dir), sequence=True, output_dir=str(out), draw_skeleton=True,
+                      pipeline={"work_dir": work_dir})  # the defaults: onnxruntime, 1 thread
     result = run_inference(cfg)
     assert "0001.jpg" in capsys.readouterr().err  # reported ...
     assert (result.frames, result.skipped) == (3, 1)  # ... and skipped; the run went on
@@ -311,7 +311,8 @@ def test_infer_outputs_and_corrupt_frame(tmp_path, work_dir, capsys):
     assert list(hand) == ["xyxy", "score", "keypoints", "gesture", "gesture_score", "handedness", "track_id"]
     assert len(hand["xyxy"]) == 4 and all(isinstance(v, float) for v in hand["xyxy"])
     assert len(hand["keypoints"]) == 21 and all(len(p) == 3 for p in hand["keypoints"])
-    assert hand["gesture"] is None  # MediaPipe's weights have no gesture head: unknown, not noise
+    # MediaPipe's weights have no gesture head: the shipped landmark model gives the gesture, or "unknown"
+    assert hand["gesture"] in (*GESTURES, "unknown") and hand["gesture_score"] > 0
     assert hand["handedness"] in ("left", "right") and hand["track_id"] == 1
     h, w = cv2.imread(str(frames_dir / "0000.jpg")).shape[:2]
     xs, ys = np.array(hand["keypoints"])[:, 0], np.array(hand["keypoints"])[:, 1]
@@ -324,6 +325,7 @@ def test_infer_outputs_and_corrupt_frame(tmp_path, work_dir, capsys):
     assert sorted(p.name for p in (out / "annotated").iterdir()) == ["0000.jpg", "0002.jpg", "0004.jpg"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 3 and summary["skipped"] == 1 and summary["hands"] == 3
+    assert (summary["mode"], summary["backend"], summary["threads"]) == ("tracking", "onnxruntime", 1)
     assert summary["skipped_frames"][0]["image"] == "0001.jpg" and summary["fps"] > 0
     assert set(summary["stage_ms"]) >= {"detector", "crops", "crop_model", "tracker", "total"}
 
@@ -348,6 +350,29 @@ def test_infer_video(tmp_path, work_dir):
     cap.release()
 
 
+def test_infer_folder_of_photos_is_static_by_default(tmp_path, work_dir):
+    """No flags: a folder is unrelated photos, each on its own (static: detector on every image,
+    no track ids), on the fast defaults (onnxruntime, 1 thread); --sequence tracks the same folder."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in sorted(PALM_DIR.glob("*.jpg"))[:3]:
+        (photos / path.name).symlink_to(path)
+    assert (InferConfig().backend, InferConfig().threads) == ("onnxruntime", 1)
+    assert (PipelineConfig().backend, PipelineConfig().threads) == ("onnxruntime", 1)
+    runs = {}
+    for name, extra in (("static", {}), ("sequence", {"sequence": True})):
+        out = tmp_path / name
+        runs[name] = run_inference(InferConfig(input_dir=str(photos), output_dir=str(out), annotate=False,
+                                               pipeline={"work_dir": work_dir}, **extra))
+        runs[name + "_summary"] = json.loads((out / "summary.json").read_text())
+    static = runs["static_summary"]
+    assert static["mode"] == "static" and static["backend"] == "onnxruntime" and static["threads"] == 1
+    assert static["detector_calls"] == 3 and runs["static"].hands >= 3
+    rows = read_results(tmp_path / "static" / "results.jsonl")
+    assert all((r.track_id == -1).all() for _, _, r in rows)  # no ids: the images are unrelated
+    assert runs["sequence_summary"]["mode"] == "tracking" and runs["sequence"].frames == 3
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--input_dir", "/no/such/folder", "--output_dir", "OUT"], "does not exist"),  # missing folder
     (["--output_dir", "OUT"], "exactly one of --input_dir"),  # no input at all
@@ -355,6 +380,8 @@ def test_infer_video(tmp_path, work_dir):
     (["--input_dir", str(PALM_DIR), "--output_dir", "OUT", "--model_weights", "/no/such.pth"], "not found"),
     (["--input_dir", str(PALM_DIR), "--output_dir", "OUT", "--detector", "yolo"], "needs --yolo_model"),
     (["--input_dir", str(PALM_DIR), "--output_dir", str(PALM_DIR / "out")], "inside --input_dir"),
+    (["--input_dir", str(PALM_DIR), "--output_dir", "OUT", "--sequence", "--static"], "contradict"),
+    (["--video", str(PALM_DIR / "x.mp4"), "--output_dir", "OUT", "--sequence"], "--sequence applies to --input_dir"),
 ])
 def test_cli_bad_input_is_one_clear_error(argv, needle, tmp_path, capsys):
     from shared.errors import run_cli

@@ -205,3 +205,35 @@ def test_bad_override_is_one_clear_error(tmp_path: Path) -> None:
     proc = _run(tmp_path, "--preset", "tiny", "--set", "epochs_typo=3", timeout=60)
     assert proc.returncode == 2
     assert "--set: unknown config key(s) epochs_typo" in proc.stderr and "Traceback" not in proc.stderr
+
+
+REAL = ROOT.parent / "shared" / "data"
+
+
+@pytest.mark.skipif(not (REAL / "hagrid_train").is_dir(), reason="needs ../shared/data (real photos)")
+def test_real_preset_runs_end_to_end(tmp_path: Path) -> None:
+    """`--preset real` on a few real photos: teacher labels -> YOLO on its boxes (1 short epoch) ->
+    landmark gesture model -> a report with the confusion matrix and the recall curve measured on
+    other people's photos -> export -> deploy."""
+    photos = tmp_path / "photos"
+    for gesture in ("fist", "one", "palm", "call"):
+        (photos / gesture).mkdir(parents=True)
+        for src in sorted((REAL / "hagrid_train" / "images" / gesture).glob("*.jpg"))[:4]:
+            (photos / gesture / src.name).write_bytes(src.read_bytes())
+    out = tmp_path / "out"
+    proc = _run(tmp_path, "--preset", "real", "--set", f"input_dir={photos}",
+                f"test_dir={REAL / 'hagrid_sample'}", "detector_epochs=1", "detector_imgsz=160", "gates={}",
+                "smoke_test=false", f"output_dir={out}", f"triton_repo={tmp_path / 'repo'}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    report = json.loads((out / "evaluation" / "report.json").read_text())
+    assert report["metrics"]["gestures"]["targets"] == 16  # hagrid_sample: 4 fist, 4 one, 4 palm, 4 stop
+    assert 0.0 <= report["metrics"]["gestures"]["accuracy"] <= 1.0
+    assert len(report["confusion"]) == 5 and report["confusion_labels"][-2:] == ["missed", "unknown"]
+    assert [r["epoch"] for r in report["recall_curve"]] == [1]
+    assert (out / "dataset" / "contact_sheet.png").is_file() and (out / "classifier" / "MODEL_CARD.md").is_file()
+    assert (tmp_path / "repo").is_dir()
+
+
+def test_real_preset_needs_its_input(tmp_path: Path) -> None:
+    proc = _run(tmp_path, "--preset", "real", "--set", f"output_dir={tmp_path / 'o'}", timeout=120)
+    assert proc.returncode == 2 and "input_dir" in proc.stderr and "Traceback" not in proc.stderr

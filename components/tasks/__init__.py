@@ -10,12 +10,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.config import add_config_args, config_to_dict, option, read_yaml, save_config
+from shared.config import (
+    FLAGS,
+    add_config_args,
+    build_config,
+    check_outputs,
+    config_to_dict,
+    option,
+    read_yaml,
+    save_config,
+)
 from shared.errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -47,16 +55,18 @@ class RunConfig:
     devices: str = option("auto", "number of devices or 'auto'; >1 GPU trains with DDP")
     strategy: str = option("auto", "auto | ddp | ddp_find_unused_parameters_true | ...")
     precision: str = option("32-true", "32-true | bf16-mixed | 16-mixed (mixed precision on GPU)")
-    num_workers: int = option(2, "data-loading worker processes")
-    threads: int = option(0, "CPU threads for torch (0 = torch's default); 1 is much faster on a busy, shared CPU")
+    num_workers: int = option(2, "data-loading worker processes", min=0)
+    threads: int = option(0, "CPU threads for torch (0 = torch's default); 1 is much faster on a busy, shared CPU",
+                          min=0)
     seed: int = option(42, "random seed (weights of new layers, sampling, augmentation)")
-    patience: int = option(20, "early stopping: epochs without improvement of --monitor (0 = off)")
+    patience: int = option(20, "early stopping: epochs without improvement of --monitor (0 = off)", min=0)
     monitor: str = option("", "metric that picks best.pt and drives early stopping ('' = the task's default)")
-    monitor_mode: str = option("", "max | min ('' = min for losses and nme, max otherwise)")
-    grad_clip: float = option(0.0, "clip the gradient norm (0 = off)")
-    max_steps: int = option(-1, "stop after this many optimizer steps (-1 = epochs decide)")
-    limit_train_batches: float = option(0.0, "batches per training epoch: a fraction <= 1, a count > 1, 0 = all")
-    limit_val_batches: float = option(0.0, "batches per validation: a fraction <= 1, a count > 1, 0 = all")
+    monitor_mode: str = option("", "max | min ('' = min for losses and nme, max otherwise)", choices=["", "max", "min"])
+    grad_clip: float = option(0.0, "clip the gradient norm (0 = off)", min=0.0)
+    max_steps: int = option(-1, "stop after this many optimizer steps (-1 = epochs decide)", min=-1)
+    limit_train_batches: float = option(0.0, "batches per training epoch: a fraction <= 1, a count > 1, 0 = all",
+                                        min=0.0)
+    limit_val_batches: float = option(0.0, "batches per validation: a fraction <= 1, a count > 1, 0 = all", min=0.0)
     progress_bar: bool = option(True, "show progress bars")
     plots: bool = option(True, "write the confusion-matrix / keypoint-error PNGs every epoch")
     resume: str = option("", "resume: 'last' (this --checkpoint_dir), 'auto' (last if present) or a .ckpt path")
@@ -72,6 +82,19 @@ def monitor_mode(monitor: str, mode: str) -> str:
     return "min" if ("loss" in monitor or "nme" in monitor) else "max"
 
 
+def skipped_files(*datasets: Any) -> list[str]:
+    """'file: reason' for every image file the datasets skipped (they do not decode), once each;
+    printed as warnings here and counted in the run's summary."""
+    from shared.data.images import report_skipped
+
+    seen: dict[str, Any] = {}
+    for ds in datasets:
+        for bad in getattr(ds, "skipped", None) or getattr(getattr(ds, "dataset", None), "skipped", None) or []:
+            seen.setdefault(bad.path, bad)
+    report_skipped(list(seen.values()))
+    return [str(b) for b in seen.values()]
+
+
 def write_summary(result: TrainResult) -> TrainResult:
     path = Path(result.output_dir) / "train_summary.json"
     result.summary = str(path)
@@ -81,38 +104,56 @@ def write_summary(result: TrainResult) -> TrainResult:
 
 # ---------------------------------------------------------------------------------------------- config
 
+# Top-level sections a training YAML may hold (one per task, plus `presets:`); pretraining and
+# classification keep their own sections in their own files.
+TASK_SECTIONS = ("detector", "classifier", "keypoints", "multitask", "gmae_finetune")
+CONFIG_SECTIONS = (*TASK_SECTIONS, "pretrain", "classify", "infer")
+
+
 def _preset_section(data: dict[str, Any], task: str, preset: str | None, source: str) -> dict[str, Any]:
-    values = dict(data.get(task) or {})
-    if preset:
-        presets = data.get("presets") or {}
-        if preset not in presets:
-            raise UserError(f"{source}: no preset {preset!r}; available: {', '.join(sorted(presets)) or 'none'}")
-        values.update((presets[preset] or {}).get(task) or {})
-    return values
+    """The `task:` section of a training YAML, or with `preset` only that preset's `task:` part."""
+    if preset is None:
+        values = data.get(task) or {}
+        if not isinstance(values, dict):
+            raise UserError(f"{source}: section {task!r} must be a mapping of key: value, got {values!r}")
+        return dict(values)
+    presets = data.get("presets") or {}
+    if preset not in presets:
+        raise UserError(f"{source}: no preset {preset!r}; available: {', '.join(sorted(presets)) or 'none'}")
+    unknown = sorted(set(map(str, presets[preset] or {})) - set(CONFIG_SECTIONS))
+    if unknown:
+        raise UserError(f"{source}: presets.{preset}: unknown section(s) {', '.join(unknown)}; valid: "
+                        f"{', '.join(CONFIG_SECTIONS)}")
+    values = (presets[preset] or {}).get(task) or {}
+    if not isinstance(values, dict):
+        raise UserError(f"{source}: presets.{preset}.{task} must be a mapping of key: value, got {values!r}")
+    return dict(values)
 
 
 def resolve_config(cls: type, task: str, config_path: str | Path | None = None, preset: str | None = None,
                    overrides: dict[str, Any] | argparse.Namespace | None = None) -> Any:
-    """Dataclass defaults <- `configs/train.yaml` section `task` <- preset `presets.<preset>.<task>` <- flags."""
-    values: dict[str, Any] = {}
+    """Dataclass defaults <- `configs/train.yaml` section `task` <- preset `presets.<preset>.<task>` <- flags.
+    A `--config` file without sections holds this task's keys directly.
+
+    Every value goes through `shared.config.build_config`: unknown keys, types and ranges are
+    checked before anything runs, and an error names the file (or flag), key, value and type."""
     path = Path(config_path) if config_path else (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    layers: list[tuple[str, Any]] = []
     if path is not None:
-        values.update(_preset_section(read_yaml(path), task, preset, str(path)))
+        data = read_yaml(path)
+        if config_path and data and not set(map(str, data)) & {*CONFIG_SECTIONS, "presets"}:
+            data = {task: data}  # a flat file of this task's keys
+        unknown = sorted(set(map(str, data)) - set(CONFIG_SECTIONS) - {"presets"})
+        if unknown:
+            raise UserError(f"{path}: unknown top-level key(s) {', '.join(unknown)}; valid: "
+                            f"{', '.join(CONFIG_SECTIONS)}, presets (one section per task)")
+        layers.append((f"{path} [{task}]", _preset_section(data, task, None, str(path))))
+        if preset:
+            layers.append((f"{path} [presets.{preset}.{task}]", _preset_section(data, task, preset, str(path))))
     elif preset:
         raise UserError(f"--preset {preset} needs a config file; {DEFAULT_CONFIG} does not exist")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise UserError(f"{path}: unknown key(s) {', '.join(unknown)} in section {task!r}; valid keys: "
-                        f"{', '.join(sorted(names))}")
-    if overrides is not None:
-        if isinstance(overrides, argparse.Namespace):
-            overrides = vars(overrides)
-        values.update({k: v for k, v in overrides.items() if k in names and v is not None})
-    for f in dataclasses.fields(cls):  # YAML gives lists where the dataclass wants lists; keep types honest
-        if f.name in values and isinstance(values[f.name], tuple):
-            values[f.name] = list(values[f.name])
-    return cls(**values)
+    layers.append((FLAGS, overrides))
+    return build_config(cls, layers)
 
 
 def parse_task_args(cls: type, task: str, argv: list[str] | None, description: str,
@@ -162,10 +203,37 @@ def dataset_yaml(data: str | Path) -> Path:
     return path
 
 
+def check_dataset_names(yaml_path: Path, info: dict[str, Any]) -> list[str]:
+    """The class names of a training dataset's data.yaml, which must be ours in id order: its
+    label files hold class ids, and reading ids of other names as our gestures would train on
+    wrong labels silently. A dataset written by components.ingest always passes."""
+    from shared.hand import GESTURES, LABEL_NAMES, UNKNOWN_HAND
+
+    names = info.get("names")
+    if isinstance(names, dict):
+        try:
+            names = [names[k] for k in sorted(names, key=int)]
+        except (TypeError, ValueError):
+            names = list(names.values())
+    if not names:
+        raise UserError(f"{yaml_path}: no `names:`; the label files' class ids cannot be read without them. Run "
+                        f"`python -m components.ingest --source folder --input_dir {yaml_path.parent}` to map the "
+                        f"dataset's classes to ours ({', '.join(GESTURES)})")
+    names = [str(n) for n in names] if isinstance(names, list) else names
+    # Ours in id order, optionally followed by `hand` (autolabel: a hand whose gesture is unknown), or
+    # the one class `hand` of a hand detector's dataset.
+    if not isinstance(names, list) or (names != list(LABEL_NAMES[:len(names)]) and names != [UNKNOWN_HAND]):
+        raise UserError(f"{yaml_path}: class names {names} are not ours ({', '.join(GESTURES)}, in this order); "
+                        f"run `python -m components.ingest --source folder --input_dir {yaml_path.parent}` to map "
+                        f"them through configs/gesture_map.yaml")
+    return names
+
+
 def split_dirs(data: str | Path, split: str) -> SplitDirs:
     """Images/labels folders of one split (`train`, `val`, `test`) of a YOLO dataset YAML."""
     yaml_path = dataset_yaml(data)
     info = read_yaml(yaml_path)
+    check_dataset_names(yaml_path, info)
     entry = info.get(split) or (info.get("valid") if split == "val" else None)
     if not entry:
         raise UserError(f"{yaml_path}: no `{split}:` entry; add `{split}: {split}/images`")
@@ -204,29 +272,25 @@ def resolve_crop_splits(cfg: Any) -> tuple[SplitDirs, SplitDirs]:
 
 # ---------------------------------------------------------------------------------------------- running
 
-def maybe_init_clearml(project_name: str, task_name: str) -> None:
-    """Start a ClearML task when asked for one and ClearML is configured; otherwise log locally.
+def preflight(cfg: Any) -> None:
+    """What every training stage checks before any work: its outputs can be written, and a
+    ClearML server it will log to (`--project_name`) answers."""
+    from shared.logger import check_clearml_server
 
-    The seed always called Task.init; offline that hangs on retries, so we only
-    try when a server is configured (clearml.conf or CLEARML_API_HOST).
-    """
+    check_outputs(cfg)
+    if getattr(cfg, "project_name", ""):
+        check_clearml_server()
+
+
+def maybe_init_clearml(project_name: str, task_name: str) -> None:
+    """Start a ClearML task when asked for one (`--project_name`) and ClearML is configured;
+    otherwise log locally. A configured but unreachable server is one clear error within
+    seconds (`shared.logger.start_clearml_task`), not the SDK's minutes of silent retries."""
     if not project_name:
         return
-    configured = os.environ.get("CLEARML_API_HOST") or (Path.home() / "clearml.conf").is_file() or \
-        os.environ.get("CLEARML_CONFIG_FILE")
-    if not configured:
-        print("ClearML is not configured (no clearml.conf / CLEARML_API_HOST): logging to local files only")
-        return
-    try:
-        from clearml import Task
+    from shared.logger import start_clearml_task
 
-        from shared.logger import pin_clearml_requirements
-
-        if Task.current_task() is None:
-            pin_clearml_requirements()  # not the SDK's import scan, which races our imports
-            Task.init(project_name=project_name, task_name=task_name or "train", reuse_last_task_id=False)
-    except Exception as exc:  # noqa: BLE001 - a logging backend must never stop training
-        print(f"ClearML unavailable ({type(exc).__name__}: {exc}); logging to local files only")
+    start_clearml_task(project_name, task_name or "train")
 
 
 def lightning_trainer(cfg: Any, output_dir: Path, callbacks: list[Any], monitor: str, mode: str) -> Any:
@@ -249,9 +313,15 @@ def lightning_trainer(cfg: Any, output_dir: Path, callbacks: list[Any], monitor:
     devices: Any = cfg.devices
     if isinstance(devices, str) and devices.isdigit():
         devices = int(devices)
+    limit_train = _limit(cfg.limit_train_batches)
+    if cfg.max_steps > 0 and (limit_train is None or isinstance(limit_train, int)):
+        # Lightning validates at the end of an epoch; a run that stops on --max_steps inside the
+        # first epoch would never validate (no best.pt, and early stopping fails on the missing
+        # metric). An epoch of at most max_steps batches ends where the run ends, and validates.
+        limit_train = min(limit_train or cfg.max_steps, cfg.max_steps)
     return L.Trainer(
         accelerator=cfg.accelerator, devices=devices, strategy=cfg.strategy, precision=cfg.precision,
-        max_epochs=cfg.epochs, max_steps=cfg.max_steps, limit_train_batches=_limit(cfg.limit_train_batches),
+        max_epochs=cfg.epochs, max_steps=cfg.max_steps, limit_train_batches=limit_train,
         limit_val_batches=_limit(cfg.limit_val_batches), callbacks=callbacks, logger=False,
         default_root_dir=str(output_dir), enable_progress_bar=cfg.progress_bar, enable_model_summary=False,
         num_sanity_val_steps=0, log_every_n_steps=10, deterministic=False, gradient_clip_val=cfg.grad_clip or None,

@@ -31,9 +31,11 @@ from components.tasks import (
     maybe_init_clearml,
     monitor_mode,
     parse_task_args,
+    preflight,
     resolve_crop_splits,
     resume_path,
     save_resolved,
+    skipped_files,
     write_summary,
 )
 from shared.config import config_to_dict, option
@@ -46,27 +48,30 @@ class ClassifierConfig(RunConfig):
     data_dir: str = option("", "ImageFolder root (one subfolder per gesture), or one YOLO split folder "
                                "(images/ + labels/, e.g. dataset/train: crops cut from its labels)")
     val_dir: str = option("", "ImageFolder validation root (default: data_dir/val, else a split of data_dir)")
-    val_split: float = option(0.2, "share of an ImageFolder root held out for validation when no val folder exists")
+    val_split: float = option(0.2, "share of an ImageFolder root held out for validation when no val folder exists",
+                              min=0.0, max=0.9)
     data: str = option("", "YOLO-pose dataset folder with data.yaml (crops cut from the labels)")
     train_images: str = option("", "YOLO-pose training images folder")
     train_labels: str = option("", "YOLO-pose training labels folder")
     val_images: str = option("", "YOLO-pose validation images folder")
     val_labels: str = option("", "YOLO-pose validation labels folder")
-    num_classes: int = option(len(GESTURES), "gesture classes")
+    num_classes: int = option(len(GESTURES), "gesture classes", min=1)
     model_name: str = option("mobilenetv3_small_100", "timm model name")
     pretrained: bool = option(False, "start from timm's ImageNet weights (must be in the local cache; no download)")
-    img_size: int = option(224, "crop side in pixels")
-    expand_ratio: float = option(0.3, "box crops: the longer box side grown by this ratio (0.3 = +30%), square")
-    epochs: int = option(100, "training epochs")
-    batch_size: int = option(32, "crops per batch (per device)")
-    lr: float = option(1e-4, "peak learning rate (AdamW, warm-up + cosine)")
-    head_lr: float = option(0.0, "learning rate of the new classifier head when --pretrained (0 = 10 x lr)")
-    weight_decay: float = option(0.01, "AdamW weight decay")
-    label_smoothing: float = option(0.1, "label smoothing of the cross-entropy")
+    img_size: int = option(224, "crop side in pixels", min=16)
+    expand_ratio: float = option(0.3, "box crops: the longer box side grown by this ratio (0.3 = +30%), square",
+                                 min=0.0)
+    epochs: int = option(100, "training epochs", min=1)
+    batch_size: int = option(32, "crops per batch (per device)", min=1)
+    lr: float = option(1e-4, "peak learning rate (AdamW, warm-up + cosine)", min=0.0)
+    head_lr: float = option(0.0, "learning rate of the new classifier head when --pretrained (0 = 10 x lr)", min=0.0)
+    weight_decay: float = option(0.01, "AdamW weight decay", min=0.0)
+    label_smoothing: float = option(0.1, "label smoothing of the cross-entropy", min=0.0, max=1.0)
     use_weighted_sampler: bool = option(False, "draw every gesture class equally often")
-    class_weights: list[float] = option([], "per-class loss weights, one per class")
+    class_weights: list[float] = option([], "per-class loss weights, one per class", min=0.0)
     augment: bool = option(True, "ROI jitter + flips/colour/blur/noise/occlusion on training crops")
-    output_dir: str = option("checkpoints/classifier", "outputs: best.pt, last.pt, metrics, plots, config")
+    output_dir: str = option("checkpoints/classifier", "outputs: best.pt, last.pt, metrics, plots, config",
+                             output="dir")
 
 
 def create_classifier(model_name: str, num_classes: int, pretrained: bool) -> Any:
@@ -166,6 +171,10 @@ class _LabelledSubset:
 
 
 def train_classifier(cfg: ClassifierConfig, logger: Any = None, model: Any = None) -> TrainResult:
+    if cfg.class_weights and len(cfg.class_weights) != cfg.num_classes:
+        raise UserError(f"--class_weights has {len(cfg.class_weights)} values; give one per class ({cfg.num_classes})")
+    preflight(cfg)
+    # Heavy imports after the checks: a bad value or server fails in a second, not after torch loads.
     import lightning as L
     import torch
     from torch.utils.data import DataLoader
@@ -175,8 +184,6 @@ def train_classifier(cfg: ClassifierConfig, logger: Any = None, model: Any = Non
     from shared.training.modules import ClassifierModule, OptimConfig
     from shared.training.samplers import balanced_sampler
 
-    if cfg.class_weights and len(cfg.class_weights) != cfg.num_classes:
-        raise UserError(f"--class_weights has {len(cfg.class_weights)} values; give one per class ({cfg.num_classes})")
     train_ds, val_ds = _datasets(cfg)  # bad paths fail here, before anything is written
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -185,7 +192,9 @@ def train_classifier(cfg: ClassifierConfig, logger: Any = None, model: Any = Non
     config_path = save_resolved(cfg, output_dir, logger)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    print(f"classifier: {len(train_ds)} training crops, {len(val_ds)} validation crops at {cfg.img_size}px")
+    skipped = skipped_files(train_ds, val_ds)
+    print(f"classifier: {len(train_ds)} training crops, {len(val_ds)} validation crops at {cfg.img_size}px"
+          f"{f', {len(skipped)} bad image file(s) skipped' if skipped else ''}")
     if model is None:
         model = create_classifier(cfg.model_name, cfg.num_classes, cfg.pretrained)
     new_params = {n for n, _ in model.named_parameters()}
@@ -225,7 +234,8 @@ def train_classifier(cfg: ClassifierConfig, logger: Any = None, model: Any = Non
     result = TrainResult(task="classifier", output_dir=str(output_dir), best=str(output_dir / "best.pt"),
                          last=str(output_dir / "last.pt"), config=str(config_path), metrics=reporter.final_metrics(),
                          extra={"plots": plots, "metrics_jsonl": str(output_dir / "metrics.jsonl"),
-                                "train_crops": len(train_ds), "val_crops": len(val_ds)})
+                                "train_crops": len(train_ds), "val_crops": len(val_ds),
+                                "skipped_images": len(skipped), "skipped_image_files": skipped})
     return write_summary(result)
 
 

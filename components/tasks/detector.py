@@ -28,17 +28,19 @@ import yaml
 
 from components.tasks import (
     TrainResult,
+    check_dataset_names,
     dataset_yaml,
     maybe_init_clearml,
     parse_task_args,
+    preflight,
     save_resolved,
     split_dirs,
     write_summary,
 )
-from shared.config import option
+from shared.config import option, read_yaml
 from shared.data.labels import label_path_for, list_images
 from shared.errors import UserError
-from shared.hand import FLIP_IDX, GESTURES, NUM_KEYPOINTS
+from shared.hand import FLIP_IDX, NUM_KEYPOINTS
 
 INTEGRATIONS = ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb")
 
@@ -47,24 +49,25 @@ INTEGRATIONS = ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "
 class DetectorConfig:
     data: str = option("", "dataset folder with data.yaml (from components.ingest), or the YAML")
     model: str = option("yolo11n-pose.yaml", "model YAML (yolo11n-pose.yaml, yolo11n.yaml, ...) or a .pt to fine-tune")
-    imgsz: int = option(640, "training image size")
-    epochs: int = option(100, "training epochs")
-    batch_size: int = option(16, "images per batch")
+    imgsz: int = option(640, "training image size", min=32)
+    epochs: int = option(100, "training epochs", min=1)
+    batch_size: int = option(16, "images per batch", min=-1)
     device: str = option("", "'' = first GPU if any, else cpu; or cpu, 0, 0,1, ...")
-    workers: int = option(2, "data-loading workers")
-    patience: int = option(50, "early stopping patience in epochs")
+    workers: int = option(2, "data-loading workers", min=0)
+    patience: int = option(50, "early stopping patience in epochs", min=0)
     seed: int = option(0, "random seed")
-    lr0: float = option(0.01, "initial learning rate")
+    lr0: float = option(0.01, "initial learning rate", min=0.0)
     optimizer: str = option("auto", "Ultralytics optimizer: auto | SGD | AdamW | ...")
     amp: str = option("auto", "mixed precision: auto (bf16 on GPUs that support it, off on CPU) | bf16 | true | false")
-    mosaic: float = option(1.0, "mosaic augmentation probability")
-    close_mosaic: int = option(10, "epochs at the end without mosaic")
-    fraction: float = option(1.0, "share of the training images to use")
+    mosaic: float = option(1.0, "mosaic augmentation probability", min=0.0, max=1.0)
+    close_mosaic: int = option(10, "epochs at the end without mosaic", min=0)
+    fraction: float = option(1.0, "share of the training images to use", min=0.0, max=1.0)
     cache: bool = option(False, "cache decoded images in RAM")
     val: bool = option(True, "validate every epoch")
     resume: bool = option(False, "resume the interrupted Ultralytics run in --checkpoint_dir")
     verbose: bool = option(False, "Ultralytics' own per-epoch printout")
-    checkpoint_dir: str = option("checkpoints/detector", "outputs: best.pt, last.pt, metrics.json, the run folder")
+    checkpoint_dir: str = option("checkpoints/detector", "outputs: best.pt, last.pt, metrics.json, the run folder",
+                                 output="dir")
     project_name: str = option("", "ClearML project: start a task here when ClearML is configured")
     task_name: str = option("", "ClearML task name")
 
@@ -154,24 +157,29 @@ def _box_only(src: Path, dst: Path) -> None:
 
 def build_dataset_view(data: str | Path, view: Path, pose: bool) -> tuple[Path, dict[str, int]]:
     """A YOLO dataset in `view` over the input's files (see the module docstring); returns (yaml, image counts)."""
+    from shared.data.images import BadImage, report_skipped, split_images  # PIL + OpenCV: only when building
+
     source_yaml = dataset_yaml(data)
-    info = yaml.safe_load(source_yaml.read_text()) or {}
-    names = info.get("names") or list(GESTURES)
-    if isinstance(names, dict):
-        names = [names[k] for k in sorted(names)]
+    info = read_yaml(source_yaml)
+    names = check_dataset_names(source_yaml, info)
     if view.exists():
         shutil.rmtree(view)
     counts: dict[str, int] = {}
     splits: dict[str, str] = {}
+    skipped: list[BadImage] = []
     for split in ("train", "val", "test"):
         if not (info.get(split) or (split == "val" and info.get("valid"))):
             if split == "test":
                 continue
             raise UserError(f"{source_yaml}: no `{split}:` split; a detector needs train and val images")
         dirs = split_dirs(source_yaml, split)
-        images = list_images(dirs.images)
+        # Files that do not decode completely are left out of the view (named, counted): Ultralytics
+        # would otherwise "restore" a truncated JPEG by rewriting it, through the link, in the input.
+        images, bad = split_images(list_images(dirs.images))
+        skipped.extend(bad)
         if not images and split != "test":
-            raise UserError(f"{dirs.images}: no images in the {split} split")
+            raise UserError(f"{dirs.images}: no images in the {split} split"
+                            + (f" ({len(bad)} bad file(s) skipped, e.g. {bad[0]})" if bad else ""))
         for image in images:
             rel = image.relative_to(dirs.images)
             _link(image, view / split / "images" / rel)
@@ -187,6 +195,9 @@ def build_dataset_view(data: str | Path, view: Path, pose: bool) -> tuple[Path, 
         out["flip_idx"] = info.get("flip_idx", list(FLIP_IDX))
     path = view / "data.yaml"
     path.write_text(yaml.safe_dump(out, sort_keys=False))
+    report_skipped(skipped)
+    if skipped:
+        counts["skipped"] = len(skipped)
     return path, counts
 
 
@@ -223,6 +234,7 @@ def train_detector(cfg: DetectorConfig, logger: Any = None) -> TrainResult:
         raise UserError("--data is required: the dataset folder with data.yaml (from components.ingest)")
     dataset_yaml(cfg.data)  # fail on a wrong path before writing anything
     _check_model(cfg.model)
+    preflight(cfg)
     output_dir = Path(cfg.checkpoint_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     maybe_init_clearml(cfg.project_name, cfg.task_name)

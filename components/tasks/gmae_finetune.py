@@ -42,8 +42,10 @@ from components.tasks import (
     maybe_init_clearml,
     monitor_mode,
     parse_task_args,
+    preflight,
     resume_path,
     save_resolved,
+    skipped_files,
     write_summary,
 )
 from shared.config import config_to_dict, option
@@ -61,31 +63,33 @@ class GMAEFinetuneConfig(RunConfig):
     data_dir: str = option("", "labelled images: a split root (finetune_dataset/...), a folder with train/ val/, "
                            "or one class tree")
     val_dir: str = option("", "validation class tree (default: found under data_dir, else a split of it)")
-    val_split: float = option(0.2, "share held out for validation when data_dir has no val folder")
+    val_split: float = option(0.2, "share held out for validation when data_dir has no val folder", min=0.0, max=0.9)
     pretrained_weights: str = option("", "encoder.pt from components.pretrain ('' = train from scratch)")
     model: str = option("gmae_classifier_small", "gmae_classifier_tiny | _small | _base (the pretrained size)",
                         metadata={"choices": list(MODELS)})
-    num_classes: int = option(0, "classes (0 = as many as the class folders; seed flag)")
+    num_classes: int = option(0, "classes (0 = as many as the class folders; seed flag)", min=0)
     class_names: list[str] = option([], "class order (default: our five gestures when the folders use their "
                                      "names, else the sorted folder names)")
-    img_size: int = option(0, "input side, pixels (0 = the pretrained encoder's, else the model's default)")
-    patch_size: int = option(0, "patch side (0 = the model size's default; must match pretraining)")
-    epochs: int = option(250, "training epochs (seed: 250)")
-    batch_size: int = option(64, "images per batch (seed: 64)")
-    learning_rate: float = option(1e-4, "peak learning rate of the head; AdamW, warm-up + cosine (seed: 1e-4)")
-    weight_decay: float = option(0.05, "AdamW weight decay (not on norms and biases)")
-    layer_decay: float = option(0.75, "layer-wise lr decay: block i of D trains at lr * decay^(D+1-i) (1 = off)")
-    warmup_epochs: float = option(5.0, "linear warm-up, epochs (at most a fifth of the run)")
-    label_smoothing: float = option(0.1, "label smoothing of the cross-entropy")
-    drop_path_rate: float = option(0.1, "stochastic depth of the encoder blocks")
+    img_size: int = option(0, "input side, pixels (0 = the pretrained encoder's, else the model's default)", min=0)
+    patch_size: int = option(0, "patch side (0 = the model size's default; must match pretraining)", min=0)
+    epochs: int = option(250, "training epochs (seed: 250)", min=1)
+    batch_size: int = option(64, "images per batch (seed: 64)", min=1)
+    learning_rate: float = option(1e-4, "peak learning rate of the head; AdamW, warm-up + cosine (seed: 1e-4)", min=0.0)
+    weight_decay: float = option(0.05, "AdamW weight decay (not on norms and biases)", min=0.0)
+    layer_decay: float = option(0.75, "layer-wise lr decay: block i of D trains at lr * decay^(D+1-i) (1 = off)",
+                                min=0.0, max=1.0)
+    warmup_epochs: float = option(5.0, "linear warm-up, epochs (at most a fifth of the run)", min=0.0)
+    label_smoothing: float = option(0.1, "label smoothing of the cross-entropy", min=0.0, max=1.0)
+    drop_path_rate: float = option(0.1, "stochastic depth of the encoder blocks", min=0.0, max=1.0)
     use_msdc: bool = option(True, "MSDC in the blocks (must match pretraining)")
     use_mhsa: bool = option(True, "self-attention in the blocks (must match pretraining)")
     use_mscffn: bool = option(True, "multi-scale conv FFN in the blocks (must match pretraining)")
-    min_scale: float = option(0.35, "random resized crop: smallest area share")
-    color_jitter: float = option(0.4, "colour jitter strength (0 = off)")
+    min_scale: float = option(0.35, "random resized crop: smallest area share", min=0.0, max=1.0)
+    color_jitter: float = option(0.4, "colour jitter strength (0 = off)", min=0.0)
     evaluate_test: bool = option(True, "after training, evaluate best.pt on the test split when there is one")
-    patience: int = option(0, "early stopping on --monitor (0 = off: the seed runs all its epochs)")
-    output_dir: str = option("checkpoints/gmae_finetune", "outputs: best.pt, last.pt, metrics, plots, config")
+    patience: int = option(0, "early stopping on --monitor (0 = off: the seed runs all its epochs)", min=0)
+    output_dir: str = option("checkpoints/gmae_finetune", "outputs: best.pt, last.pt, metrics, plots, config",
+                             output="dir")
 
 
 @dataclass
@@ -170,6 +174,15 @@ def _pretrained_img_size(path: str) -> int | None:
 
 # --------------------------------------------------------------------------- stage
 def run_finetune(cfg: GMAEFinetuneConfig, logger: Any = None) -> FinetuneResult:
+    if cfg.model not in MODELS:
+        raise UserError(f"--model {cfg.model}: fine-tuning needs one of {', '.join(MODELS)}")
+    if not cfg.data_dir:
+        raise UserError("no data: pass --data_dir (class folders, or the split root written by pretraining)")
+    if cfg.pretrained_weights and not Path(cfg.pretrained_weights).is_file():
+        raise UserError(f"--pretrained_weights {cfg.pretrained_weights}: file not found (pass the encoder.pt "
+                        "written by `python -m components.pretrain`)")
+    preflight(cfg)
+    # Heavy imports after the checks: a bad value or server fails in a second, not after torch loads.
     import lightning as L
 
     from shared.logger import get_logger
@@ -178,13 +191,6 @@ def run_finetune(cfg: GMAEFinetuneConfig, logger: Any = None) -> FinetuneResult:
     from shared.training.callbacks import PortableCheckpoints
     from shared.training.gmae import FinetuneReporter, GMAEFinetuneModule, make_loader, schedule_steps
 
-    if cfg.model not in MODELS:
-        raise UserError(f"--model {cfg.model}: fine-tuning needs one of {', '.join(MODELS)}")
-    if not cfg.data_dir:
-        raise UserError("no data: pass --data_dir (class folders, or the split root written by pretraining)")
-    if cfg.pretrained_weights and not Path(cfg.pretrained_weights).is_file():
-        raise UserError(f"--pretrained_weights {cfg.pretrained_weights}: file not found (pass the encoder.pt "
-                        "written by `python -m components.pretrain`)")
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     maybe_init_clearml(cfg.project_name, cfg.task_name)
@@ -213,7 +219,9 @@ def run_finetune(cfg: GMAEFinetuneConfig, logger: Any = None) -> FinetuneResult:
                            "unexpected": len(report.unexpected), "ignored": len(report.ignored)}, name="encoder_load")
     else:
         print("encoder: no --pretrained_weights, training from scratch")
-    print(f"gmae_finetune: {len(train_ds)} training / {len(val_ds)} validation images, classes {names}, {img_size}px")
+    skipped = skipped_files(train_ds, val_ds)
+    print(f"gmae_finetune: {len(train_ds)} training / {len(val_ds)} validation images, classes {names}, {img_size}px"
+          f"{f', {len(skipped)} bad image file(s) skipped' if skipped else ''}")
 
     train_dl = make_loader(train_ds, cfg.batch_size, shuffle=True, num_workers=cfg.num_workers, seed=cfg.seed,
                            drop_last=len(train_ds) > cfg.batch_size)
@@ -249,7 +257,8 @@ def run_finetune(cfg: GMAEFinetuneConfig, logger: Any = None) -> FinetuneResult:
         task=TASK, output_dir=str(output_dir), best=str(output_dir / "best.pt"), last=str(output_dir / "last.pt"),
         config=str(config_path), metrics=reporter.final_metrics(),
         extra={"plots": plots, "metrics_jsonl": str(output_dir / "metrics.jsonl"), "classes": names,
-               "train_images": len(train_ds), "val_images": len(val_ds), "test_dir": str(test_dir or "")},
+               "train_images": len(train_ds), "val_images": len(val_ds), "test_dir": str(test_dir or ""),
+               "skipped_images": len(skipped), "skipped_image_files": skipped},
         pretrained_weights=cfg.pretrained_weights, encoder_load=load,
         test_metrics={k: v for k, v in test_metrics.items() if k in ("accuracy", "macro_f1", "num_images")})
     return write_summary(result)

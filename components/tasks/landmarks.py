@@ -29,9 +29,11 @@ from components.tasks import (
     maybe_init_clearml,
     monitor_mode,
     parse_task_args,
+    preflight,
     resolve_crop_splits,
     resume_path,
     save_resolved,
+    skipped_files,
     write_summary,
 )
 from shared.config import config_to_dict, option
@@ -54,36 +56,40 @@ class KeypointsConfig(RunConfig):
     model_type: str = option("blazehand", "blazehand (= blazehand_full) | blazehand_full | blazehand_lite")
     pretrained_weights: str = option("mediapipe", "'mediapipe' (MediaPipe's own weights), a .pth/.pt path, or "
                                                   "'none' for random init")
-    num_classes: int = option(len(GESTURES), "gesture classes of the model's head")
-    expand_ratio: float = option(0.5, "crop side = upright keypoint extent x (1 + expand_ratio), MediaPipe-like")
-    epochs: int = option(200, "training epochs")
-    batch_size: int = option(32, "hand crops per batch (per device)")
-    lr: float = option(1e-5, "learning rate of the pretrained weights")
-    head_lr: float = option(1e-3, "learning rate of weights that start from scratch (new heads, random init)")
-    weight_decay: float = option(1e-4, "AdamW weight decay (not on biases/norms)")
+    num_classes: int = option(len(GESTURES), "gesture classes of the model's head", min=1)
+    expand_ratio: float = option(0.5, "crop side = upright keypoint extent x (1 + expand_ratio), MediaPipe-like",
+                                 min=0.0)
+    epochs: int = option(200, "training epochs", min=1)
+    batch_size: int = option(32, "hand crops per batch (per device)", min=1)
+    lr: float = option(1e-5, "learning rate of the pretrained weights", min=0.0)
+    head_lr: float = option(1e-3, "learning rate of weights that start from scratch (new heads, random init)", min=0.0)
+    weight_decay: float = option(1e-4, "AdamW weight decay (not on biases/norms)", min=0.0)
     probe_epochs: float = option(0.0, "epochs at the start in which only new weights (the gesture head) train, "
-                                      "before the pretrained ones join (linear probe, then fine-tune)")
+                                      "before the pretrained ones join (linear probe, then fine-tune)", min=0.0)
     kps_loss: str = option("l1", "keypoint loss: l1 | mse | wing", metadata={"choices": ("l1", "mse", "wing")})
     use_hard_mining: bool = option(False, "online hard keypoint mining (top-k worst keypoints + hard-sample weights)")
-    hard_topk: int = option(8, "hard mining: keypoints per sample that enter the loss")
+    hard_topk: int = option(8, "hard mining: keypoints per sample that enter the loss", min=1, max=21)
     hard_sample_gamma: float = option(1.0, "hard mining: sample weight ~ (loss / batch mean) ** gamma (0 = off)")
     augment: bool = option(True, "ROI jitter + flips/colour/blur/noise/occlusion on training crops")
-    rot_jitter: float = option(20.0, "augmentation: max ROI rotation jitter, degrees")
-    scale_jitter: float = option(0.15, "augmentation: max ROI scale jitter (fraction)")
-    shift_jitter: float = option(0.08, "augmentation: max ROI shift jitter (fraction of the side)")
-    checkpoint_dir: str = option("checkpoints/keypoints", "outputs: best.pt, last.pt, metrics, plots, config")
+    rot_jitter: float = option(20.0, "augmentation: max ROI rotation jitter, degrees", min=0.0)
+    scale_jitter: float = option(0.15, "augmentation: max ROI scale jitter (fraction)", min=0.0, max=0.9)
+    shift_jitter: float = option(0.08, "augmentation: max ROI shift jitter (fraction of the side)", min=0.0)
+    checkpoint_dir: str = option("checkpoints/keypoints", "outputs: best.pt, last.pt, metrics, plots, config",
+                                 output="dir")
 
 
 @dataclass
 class MultitaskConfig(KeypointsConfig):
     """Landmarks + gestures (the seed's train_multitask.py)."""
 
-    kps_weight: float = option(1.0, "weight of the keypoint loss")
-    cls_weight: float = option(2.0, "weight of the gesture loss")
+    kps_weight: float = option(1.0, "weight of the keypoint loss", min=0.0)
+    cls_weight: float = option(2.0, "weight of the gesture loss", min=0.0)
     use_weighted_sampler: bool = option(False, "draw every gesture class equally often")
-    class_weights: list[float] = option([], "per-class weights of the gesture loss, one per class (e.g. 2 2 1 2 8)")
-    label_smoothing: float = option(0.0, "label smoothing of the gesture loss")
-    checkpoint_dir: str = option("checkpoints/multitask", "outputs: best.pt, last.pt, metrics, plots, config")
+    class_weights: list[float] = option([], "per-class weights of the gesture loss, one per class (e.g. 2 2 1 2 8)",
+                                        min=0.0)
+    label_smoothing: float = option(0.0, "label smoothing of the gesture loss", min=0.0, max=1.0)
+    checkpoint_dir: str = option("checkpoints/multitask", "outputs: best.pt, last.pt, metrics, plots, config",
+                                 output="dir")
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -181,6 +187,10 @@ def _loaders(cfg: KeypointsConfig, img_size: int, multitask: bool) -> tuple[Any,
 
 def train_landmarks(cfg: KeypointsConfig, logger: Any = None, model: Any = None) -> TrainResult:
     """Train the crop model; `model` (optional) replaces the registry model, e.g. a tiny one in tests."""
+    multitask = isinstance(cfg, MultitaskConfig)
+    task = "multitask" if multitask else "keypoints"
+    preflight(cfg)
+    # Heavy imports after the checks: a bad value or server fails in a second, not after torch loads.
     import lightning as L
 
     from shared.logger import get_logger
@@ -188,8 +198,6 @@ def train_landmarks(cfg: KeypointsConfig, logger: Any = None, model: Any = None)
     from shared.training.losses import KeypointLossConfig
     from shared.training.modules import LandmarkLossConfig, LandmarkModule, OptimConfig
 
-    multitask = isinstance(cfg, MultitaskConfig)
-    task = "multitask" if multitask else "keypoints"
     if multitask and cfg.class_weights and len(cfg.class_weights) != cfg.num_classes:
         raise UserError(f"--class_weights has {len(cfg.class_weights)} values; give one per class "
                         f"({cfg.num_classes}: {', '.join(GESTURES[:cfg.num_classes])})")
@@ -216,9 +224,11 @@ def train_landmarks(cfg: KeypointsConfig, logger: Any = None, model: Any = None)
     print(f"weights: {report}")
     img_size = int(getattr(model, "img_size", 224))
     train_dl, val_dl, (train_ds, val_ds) = _loaders(cfg, img_size, multitask)
+    skipped = skipped_files(train_ds, val_ds)
     print(f"{task}: {len(train_ds)} training crops, {len(val_ds)} validation crops at {img_size}px "
-          f"({len(train_ds.issues) + len(val_ds.issues)} label lines skipped)")
-    for issue in (train_ds.issues + val_ds.issues)[:5]:
+          f"({len(train_ds.issues) + len(val_ds.issues)} label lines skipped, {len(skipped)} bad image file(s) "
+          f"skipped, {len(train_ds.notes) + len(val_ds.notes)} box(es) clipped to the image)")
+    for issue in ([str(i) for i in train_ds.issues + val_ds.issues] + skipped)[:5]:
         print(f"  skipped {issue}")
 
     loss = LandmarkLossConfig(
@@ -249,7 +259,10 @@ def train_landmarks(cfg: KeypointsConfig, logger: Any = None, model: Any = None)
                          last=str(output_dir / "last.pt"), config=str(config_path), metrics=metrics,
                          extra={"plots": plots, "metrics_jsonl": str(output_dir / "metrics.jsonl"),
                                 "lightning_checkpoint": str(output_dir / "lightning" / "last.ckpt"),
-                                "weights": report, "train_crops": len(train_ds), "val_crops": len(val_ds)})
+                                "weights": report, "train_crops": len(train_ds), "val_crops": len(val_ds),
+                                "skipped_images": len(skipped), "skipped_image_files": skipped,
+                                "skipped_label_lines": len(train_ds.issues) + len(val_ds.issues),
+                                "clipped_boxes": len(train_ds.notes) + len(val_ds.notes)})
     for path in plots:
         logger.log_artifact(Path(path).stem, path)
     return write_summary(result)

@@ -509,8 +509,17 @@ class ImageFolderDataset(Dataset):
                                 "remove it or train with matching --num_classes / class folders")
             else:
                 self.samples.append((path, -1))
+        # Files that do not decode completely are skipped up front (named, counted), never mid-epoch.
+        from shared.data.images import BadImage, check_image
+
+        self.skipped = [BadImage(str(p), r) for p, r in ((p, check_image(p)) for p, _ in self.samples)
+                        if r is not None]
+        if self.skipped:
+            bad = {b.path for b in self.skipped}
+            self.samples = [(p, c) for p, c in self.samples if str(p) not in bad]
         if not self.samples:
-            raise UserError(f"{self.root}: no images found")
+            raise UserError(f"{self.root}: no images found"
+                            + (f" ({len(self.skipped)} skipped, e.g. {self.skipped[0]})" if self.skipped else ""))
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from shared.data.images import BadImage, check_image
+from shared.data.images import read_image as read_image_strict
 from shared.data.labels import HandLabel, LabelIssue, label_path_for, list_images, read_labels
 from shared.errors import UserError
 from shared.geometry import Roi, box_from_keypoints, image_to_crop, roi_from_box, roi_from_keypoints, warp_crop
@@ -85,10 +87,14 @@ def _build_pixel_augment(aug: CropAugment, hflip: bool = True) -> Any:
 
 
 def index_hands(images_dir: str | Path, labels_dir: str | Path, require_keypoints: bool = False,
-                num_classes: int = len(GESTURES)) -> tuple[list[HandRecord], list[LabelIssue]]:
+                num_classes: int = len(GESTURES), skipped: list[BadImage] | None = None,
+                notes: list[str] | None = None) -> tuple[list[HandRecord], list[LabelIssue]]:
     """Every labelled hand of a YOLO-pose split, and the issues of the lines that were skipped.
 
-    Images without a label file are backgrounds: they hold no hand and give no crop.
+    Images without a label file are backgrounds: they hold no hand and give no crop. An image
+    that does not decode completely (`shared.data.images.check_image`: empty, truncated,
+    corrupt) is skipped up front and added to `skipped`, so it never fails a run an epoch in;
+    `notes` gets a line per box clipped to the image.
     """
     images_dir, labels_dir = Path(images_dir), Path(labels_dir)
     for name, d in (("images", images_dir), ("labels", labels_dir)):
@@ -101,8 +107,14 @@ def index_hands(images_dir: str | Path, labels_dir: str | Path, require_keypoint
         label_file = label_path_for(image, images_dir, labels_dir)
         if not label_file.is_file():
             continue
-        labels, bad = read_labels(label_file, num_classes=num_classes)
+        labels, bad = read_labels(label_file, num_classes=num_classes, notes=notes)
         issues.extend(bad)
+        if labels:
+            reason = check_image(image)
+            if reason is not None:
+                if skipped is not None:
+                    skipped.append(BadImage(str(image), reason))
+                continue
         # Line numbers of the good labels: read_labels keeps file order and skips blanks and bad lines.
         bad_lines = {b.line for b in bad}
         lines = [i for i, text in enumerate(label_file.read_text().splitlines(), 1)
@@ -115,10 +127,14 @@ def index_hands(images_dir: str | Path, labels_dir: str | Path, require_keypoint
 
 
 def read_image(path: Path) -> np.ndarray:
-    """BGR uint8 image, or one clear error naming the file."""
+    """BGR uint8 image, or one clear error naming the file.
+
+    The datasets run the strict check (`shared.data.images.check_image`: truncated files are
+    bad files) once per file when they index it and skip what fails, so a training step only
+    decodes; a file that breaks after indexing still gets a clear error here."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        raise UserError(f"{path}: cannot read the image (corrupt or not an image); remove or replace it")
+        return read_image_strict(path)  # raises, naming the file and the reason
     return image
 
 
@@ -195,12 +211,17 @@ class HandCropDataset(Dataset):
         self.use_box = use_box
         self.augment = augment
         self.seed = seed
-        self.records, self.issues = index_hands(images_dir, labels_dir, require_keypoints, num_classes)
+        self.skipped: list[BadImage] = []  # image files that do not decode, skipped (file, reason)
+        self.notes: list[str] = []  # boxes clipped to the image
+        self.records, self.issues = index_hands(images_dir, labels_dir, require_keypoints, num_classes,
+                                                skipped=self.skipped, notes=self.notes)
         if not self.records:
             what = "hands with keypoints" if require_keypoints else "labelled hands"
             raise UserError(f"{labels_dir}: no {what} found for the images in {images_dir}; check that the "
                             f"label files match the image names (YOLO layout)"
-                            + (f"; first issue: {self.issues[0]}" if self.issues else ""))
+                            + (f"; first issue: {self.issues[0]}" if self.issues else "")
+                            + (f"; {len(self.skipped)} image(s) skipped, e.g. {self.skipped[0]}" if self.skipped
+                               else ""))
         self._pixel_augment = _build_pixel_augment(augment) if augment is not None else None
         # A mirror is wrong for an object whose keypoints are defined by side: a 2_hands box carries
         # the keypoints of the hand on the image's left, which a flip would move to the right.
@@ -295,10 +316,16 @@ class ImageFolderCrops(Dataset):
         self.augment = augment
         self.seed = seed
         self._epoch = 0
-        self.items = items if items is not None else self.scan(self.root, self.class_names)
+        items = items if items is not None else self.scan(self.root, self.class_names)
+        # Files that do not decode completely are skipped up front, named and counted.
+        self.skipped = [BadImage(str(p), r) for p, r in ((p, check_image(p)) for p, _ in items) if r is not None]
+        bad = {b.path for b in self.skipped}
+        self.items = [(p, c) for p, c in items if str(p) not in bad]
         if not self.items:
             raise UserError(f"{self.root}: no images found in class subfolders; expected "
-                            f"{self.root}/<class>/<image> with classes {', '.join(self.class_names)}")
+                            f"{self.root}/<class>/<image> with classes {', '.join(self.class_names)}"
+                            + (f"; {len(self.skipped)} image(s) skipped, e.g. {self.skipped[0]}" if self.skipped
+                               else ""))
         self._pixel_augment = _build_pixel_augment(augment) if augment is not None else None
 
     @staticmethod

@@ -78,7 +78,12 @@ def format_line(label: HandLabel) -> str:
     return " ".join(parts)
 
 
-def parse_line(text: str, path: str, lineno: int, num_classes: int = len(GESTURES)) -> HandLabel | LabelIssue:
+def parse_line(text: str, path: str, lineno: int, num_classes: int = len(GESTURES),
+               notes: list[str] | None = None) -> HandLabel | LabelIssue:
+    """One label line -> a HandLabel, or the LabelIssue that rejects it.
+
+    A box that runs past the image edge is clipped to the image, and `notes` (when given)
+    gets a line saying so; a box wholly outside the image is rejected."""
     tokens = text.split()
     expected = 5 + NUM_KEYPOINTS * 3
     if len(tokens) not in (5, expected):
@@ -99,6 +104,15 @@ def parse_line(text: str, path: str, lineno: int, num_classes: int = len(GESTURE
         return LabelIssue(path, lineno, f"box coordinates out of range [0, 1]: {tokens[1:5]}")
     if box[2] <= 0 or box[3] <= 0:
         return LabelIssue(path, lineno, f"box has zero or negative size: w={tokens[3]} h={tokens[4]}")
+    lo, hi = box[:2] - box[2:] / 2, box[:2] + box[2:] / 2  # x1 y1, x2 y2
+    if (lo < -COORD_EPS).any() or (hi > 1 + COORD_EPS).any():
+        lo, hi = np.clip(lo, 0, 1), np.clip(hi, 0, 1)
+        if (hi - lo <= 0).any():
+            return LabelIssue(path, lineno, f"box lies outside the image: {tokens[1:5]}")
+        if notes is not None:
+            notes.append(f"{path}:{lineno}: box runs past the image edge ({' '.join(tokens[1:5])}); clipped to the "
+                         f"image")
+        box = np.concatenate([(lo + hi) / 2, hi - lo])
     kp = np.zeros((NUM_KEYPOINTS, 3))
     if len(tokens) == expected:
         kp = np.array(values[4:]).reshape(NUM_KEYPOINTS, 3)
@@ -120,8 +134,10 @@ def _is_number(token: str) -> bool:
     return True
 
 
-def read_labels(path: str | Path, num_classes: int = len(GESTURES)) -> tuple[list[HandLabel], list[LabelIssue]]:
-    """All hands of one label file, and the issues of its bad lines (blank lines are fine)."""
+def read_labels(path: str | Path, num_classes: int = len(GESTURES),
+                notes: list[str] | None = None) -> tuple[list[HandLabel], list[LabelIssue]]:
+    """All hands of one label file, and the issues of its bad lines (blank lines are fine);
+    `notes` gets a line per box clipped to the image."""
     path = Path(path)
     labels: list[HandLabel] = []
     issues: list[LabelIssue] = []
@@ -129,10 +145,12 @@ def read_labels(path: str | Path, num_classes: int = len(GESTURES)) -> tuple[lis
         text = path.read_text()
     except UnicodeDecodeError:
         return [], [LabelIssue(str(path), 0, "not a text file")]
+    except OSError as exc:
+        return [], [LabelIssue(str(path), 0, f"cannot read the label file ({exc.strerror or exc})")]
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        parsed = parse_line(line, str(path), lineno, num_classes)
+        parsed = parse_line(line, str(path), lineno, num_classes, notes)
         (issues if isinstance(parsed, LabelIssue) else labels).append(parsed)
     return labels, issues
 

@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from shared.data.images import check_image  # noqa: F401 - the one strict check, re-exported here
 from shared.data.labels import (
     IMAGE_SUFFIXES,
     HandLabel,
@@ -56,6 +57,7 @@ class SourceReport:
     rejected: list[Rejection] = field(default_factory=list)
     unmapped: dict[str, int] = field(default_factory=dict)  # source name -> hands seen
     dropped: dict[str, int] = field(default_factory=dict)
+    mapping: str = ""  # why this gesture-map section was applied (folder sources)
 
 
 # --------------------------------------------------------------------------- gesture map
@@ -107,20 +109,6 @@ def default_gesture_map_path() -> Path:
 
 
 # --------------------------------------------------------------------------- helpers
-def check_image(path: Path) -> str | None:
-    """None if the image decodes completely, else the reason (truncated files included)."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.width < 2 or im.height < 2:
-                return f"image too small ({im.width}x{im.height})"
-    except FileNotFoundError:
-        return "image missing"
-    except Exception as exc:  # PIL raises many types for corrupt data
-        return f"image unreadable ({type(exc).__name__}: {exc})"
-    return None
-
-
 def image_size(path: Path) -> tuple[int, int]:
     with Image.open(path) as im:
         return im.width, im.height
@@ -216,7 +204,7 @@ def _parse_label_file(path: Path, names: list[str]) -> tuple[list[tuple[str, Han
             if polygon is not None:
                 notes.append(f"{path.name}:{lineno}: polygon (segmentation) line read as its bounding box")
                 tokens = polygon
-        parsed = parse_line(" ".join(tokens), str(path), lineno, num_classes=len(names))
+        parsed = parse_line(" ".join(tokens), str(path), lineno, num_classes=len(names), notes=notes)
         if isinstance(parsed, LabelIssue):
             issues.append(parsed)
         else:
@@ -234,20 +222,79 @@ def _polygon_to_box_line(tokens: list[str]) -> list[str] | None:
     return [tokens[0]] + [repr(float(v)) for v in box]
 
 
+def read_data_yaml(root: str | Path) -> tuple[dict, list[str] | None]:
+    """(data.yaml of a folder dataset, its class names in id order); ({}, None) without a data.yaml.
+
+    A data.yaml without `names:` is an error: the label files hold class ids, and reading them
+    with anyone's names but the dataset's own would mislabel every hand silently."""
+    path = Path(root) / "data.yaml"
+    if not path.is_file():
+        return {}, None
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping (train:, val:, names: ...)")
+    names = data.get("names")
+    if not names:
+        raise UserError(f"{path}: no `names:`; the label files hold class ids, and without the dataset's own names "
+                        f"they cannot be mapped (add `names: [...]` in class-id order, as the exporter wrote them)")
+    if isinstance(names, dict):  # ultralytics style {0: name, ...}
+        try:
+            names = [names[k] for k in sorted(names, key=int)]
+        except (TypeError, ValueError):
+            raise UserError(f"{path}: `names:` keys must be class ids 0..N-1, got {sorted(map(str, names))}") from None
+    if not isinstance(names, list):
+        raise UserError(f"{path}: `names:` must be a list (or an id -> name mapping), got {names!r}")
+    names = [str(n) for n in names]
+    nc = data.get("nc")
+    if nc is not None and nc != len(names):
+        raise UserError(f"{path}: nc: {nc} but {len(names)} names; fix one of them")
+    return data, names
+
+
+def is_roboflow_export(root: str | Path, data_yaml: dict) -> bool:
+    """Roboflow's export: its README.roboflow.txt or `roboflow:` block in data.yaml, or its layout
+    (train/ valid/ [test/] folders each with images/)."""
+    root = Path(root)
+    if (root / "README.roboflow.txt").is_file() or "roboflow" in data_yaml:
+        return True
+    return (root / "train" / "images").is_dir() and (root / "valid" / "images").is_dir()
+
+
+def folder_map_section(root: str | Path, map_path: str | Path) -> tuple[str, str]:
+    """(section of the gesture map for a folder dataset, why): `roboflow` for a Roboflow
+    export (recognised by `is_roboflow_export`) whose names that section knows, `folder`
+    (identity) for names that are ours, else the one section that knows every name; `folder`
+    when none does (its unmapped names are then reported per image)."""
+    data, names = read_data_yaml(root)
+    if names is None:
+        return "folder", "no data.yaml: class ids are read as ours (" + \
+            ", ".join(f"{i} {n}" for i, n in enumerate(GESTURES)) + ")"
+    try:
+        sections = yaml.safe_load(Path(map_path).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        sections = {}  # GestureMap.load reports the file's problem
+    covering = [sec for sec, body in sections.items() if isinstance(body, dict) and sec != "folder"
+                and set(names) <= set(map(str, body.get("names") or {})) | set(map(str, body.get("drop") or []))
+                | set(GESTURES)]
+    if is_roboflow_export(root, data) and ("roboflow" in covering or not set(names) <= set(GESTURES)):
+        return "roboflow", "a Roboflow export"
+    if set(names) <= set(GESTURES):
+        return "folder", "the class names are ours"
+    if len(covering) == 1:
+        return covering[0], f"its section maps every class name ({', '.join(names)})"
+    return "folder", "no section of the map knows every class name"
+
+
 def read_folder(root: str | Path, gmap: GestureMap) -> SourceReport:
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"input folder not found: {root} (pass --input_dir with a YOLO / Roboflow export folder)")
-    data_yaml: dict = {}
-    if (root / "data.yaml").is_file():
-        try:
-            data_yaml = yaml.safe_load((root / "data.yaml").read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise UserError(f"{root / 'data.yaml'}: not valid YAML ({exc})") from None
-    names = data_yaml.get("names", list(GESTURES))
-    if isinstance(names, dict):  # ultralytics style {0: name, ...}
-        names = [names[k] for k in sorted(names)]
-    names = [str(n) for n in names]
+    data_yaml, names = read_data_yaml(root)
+    if names is None:  # no data.yaml: a folder in our own format (documented: ids are ours)
+        names = list(GESTURES)
     report = SourceReport()
     for split, images_dir, labels_dir in _resolve_split_dirs(root, data_yaml):
         images = list_images(images_dir) if images_dir != labels_dir else \

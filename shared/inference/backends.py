@@ -138,6 +138,8 @@ class ModelRef:
             if not path.is_file():
                 raise UserError(f"{path}: ONNX file not found; export one with `python -m components.export`")
             return path
+        if self.weights != "mediapipe" and not Path(self.weights).is_file():  # before its stat() in cache_key
+            raise UserError(f"{self.weights}: weights file not found; pass an existing .pth or 'mediapipe'")
         path = self.cache_dir() / f"{self.cache_key()}.onnx"
         if not path.is_file():
             export_onnx(self.export_module(), self.spec(), path)
@@ -373,46 +375,41 @@ class Detector(Protocol):
 
 class PalmDetector:
     """MediaPipe's palm detector on any runner, with MediaPipe's post-processing:
-    letterbox to 192, decode, score threshold, weighted NMS, palm -> hand ROI
-    (rotation from the palm keypoints, scale 2.6, shift towards the fingers)."""
+    letterbox to 192 (MediaPipe's ImageToTensor, bit for bit; `letterbox="area"`: area
+    averaging instead), decode, score threshold, weighted NMS, the best `max_detections`,
+    palm -> hand ROI (rotation from the palm keypoints, scale 2.6, shift towards the
+    fingers). All of it is `shared.models.blazepalm_post`, shared with the served model."""
 
     name = "blazepalm"
 
     def __init__(self, runner: Runner, img_size: int = 192, score_threshold: float = 0.5,
-                 nms_threshold: float = 0.3, max_detections: int | None = None) -> None:
+                 nms_threshold: float = 0.3, max_detections: int | None = None, letterbox: str = "mediapipe") -> None:
+        from shared.models.blazepalm_post import LETTERBOX_MODES
+
+        if letterbox not in LETTERBOX_MODES:
+            raise UserError(f"palm letterbox {letterbox!r} is not one of {', '.join(LETTERBOX_MODES)}")
         self.runner = runner
         self.img_size = img_size
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.max_detections = max_detections
+        self.letterbox = letterbox
 
     def __call__(self, images: list[np.ndarray]) -> list[Detections]:
         """images: RGB uint8 [H, W, 3] each, any size."""
-        from shared.models.blazepalm_post import letterbox, unletterbox, weighted_nms
+        from shared.models.blazepalm_post import letterbox, postprocess
 
         if not images:
             return []
-        padded, boxes = zip(*(letterbox(im, self.img_size) for im in images))
+        padded, boxes = zip(*(letterbox(im, self.img_size, self.letterbox) for im in images))
         x = np.stack(padded).transpose(0, 3, 1, 2).astype(np.float32) * (1.0 / 255.0)  # [B, 3, 192, 192]
         out = run_batched(self.runner, x)
         results = []
         for i, lb in enumerate(boxes):
-            b, k, s = out["boxes"][i], out["keypoints"][i], out["scores"][i]  # [A, 4], [A, 7, 2], [A]
-            keep = s >= self.score_threshold
-            b, k, s = weighted_nms(b[keep], k[keep], s[keep], self.nms_threshold, self.max_detections)
-            if not len(s):
-                results.append(Detections.empty())
-                continue
-            b = unletterbox(b.reshape(-1, 2, 2) * self.img_size, lb).reshape(-1, 4)
-            k = unletterbox(k * self.img_size, lb)
-            results.append(Detections(b.astype(np.float32), s.astype(np.float32), _palm_rois(b, k)))
+            palms = postprocess(out["boxes"][i], out["keypoints"][i], out["scores"][i], lb, self.score_threshold,
+                                self.nms_threshold, self.max_detections)  # [A, 4], [A, 7, 2], [A] -> pixels
+            results.append(Detections(palms.xyxy, palms.score, palms.rois()) if len(palms) else Detections.empty())
         return results
-
-
-def _palm_rois(boxes: np.ndarray, keypoints: np.ndarray) -> list[Roi]:
-    from shared.models.blazepalm_post import palm_to_roi
-
-    return [palm_to_roi(b, k) for b, k in zip(boxes, keypoints)]
 
 
 class YoloDetector:
@@ -474,9 +471,11 @@ class YoloDetector:
 def create_detector(name: str, backend: str = "torch", yolo_model: str = "", expand_ratio: float = 0.3,
                     score_threshold: float = 0.5, max_detections: int | None = None, device: str = "cpu",
                     work_dir: str = "", palm_model: str = "blazepalm_full", palm_weights: str = "mediapipe",
-                    threads: int = 0, options: dict[str, Any] | None = None) -> Detector:
+                    threads: int = 0, options: dict[str, Any] | None = None, palm_letterbox: str = "mediapipe"
+                    ) -> Detector:
     """The hand detector: "blazepalm" (on the same backend as the crop model; TensorRT and
-    other GPU-only backends run the palm net on torch) or "yolo" (Ultralytics)."""
+    other GPU-only backends run the palm net on torch; `palm_letterbox`: see PalmDetector)
+    or "yolo" (Ultralytics)."""
     if name == "yolo":
         return YoloDetector(yolo_model, expand_ratio, score_threshold, max_detections, device=device)
     if name != "blazepalm":
@@ -485,7 +484,7 @@ def create_detector(name: str, backend: str = "torch", yolo_model: str = "", exp
     ref = ModelRef(palm_model, palm_weights, img_size=192, device=device, work_dir=work_dir, threads=threads,
                    options=dict(options or {}))
     return PalmDetector(create_runner(palm_backend, ref), img_size=192, score_threshold=score_threshold,
-                        max_detections=max_detections)
+                        max_detections=max_detections, letterbox=palm_letterbox)
 
 
 def roi_iou(a: Roi, b: Roi) -> float:

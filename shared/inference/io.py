@@ -23,6 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from shared.data.images import check_image
 from shared.data.labels import list_images
 from shared.errors import UserError
 from shared.results import HandResults
@@ -59,9 +60,11 @@ class ImageFolderSource:
     def __iter__(self) -> Iterator[Frame]:
         for i, path in enumerate(self.paths):
             name = path.relative_to(self.root).as_posix()
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            # The same strict check as ingest: OpenCV decodes a truncated file without complaint.
+            reason = check_image(path)
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR) if reason is None else None
             if bgr is None:
-                yield Frame(i, name, None, f"{path}: cannot decode the image (corrupt or not an image)")
+                yield Frame(i, name, None, f"{path}: {reason or 'cannot decode the image (corrupt or not an image)'}")
                 continue
             yield Frame(i, name, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 

@@ -11,18 +11,27 @@ Per frame:
    HandLandmarksToRect: rotation from the wrist to the middle knuckles, a square around
    the palm landmarks, scaled 2x and shifted towards the fingers), and the detector is
    skipped. It runs when fewer hands are followed than `max_hands` (a hand was lost, its
-   presence dropped, or there may be a new one), and every `detect_interval` frames (with
-   every slot taken, new detections then compete with the followed hands on presence). A
-   detection overlapping a followed hand's ROI is dropped: the landmark ROI is the better
-   one. `static=True` is MediaPipe's static_image_mode: the detector on every frame, no
-   state, no tracker.
-2. Crops: every ROI warped to an upright `img_size` square, all hands of the frame
-   stacked into ONE [B, 3, S, S] batch: one crop-model call however many hands (MediaPipe
-   runs its landmark model once per hand).
-3. Back to pixels: landmarks through the inverse crop map; hands below `min_presence`
-   are dropped; two ROIs that converged on one hand are merged (box IoU > duplicate_iou);
-   the `max_hands` most present hands stay.
+   presence dropped, or there may be a new one), and, when `detect_interval` > 0, every
+   that many frames (with every slot taken, new detections then compete with the followed
+   hands on presence). `static=True` is MediaPipe's static_image_mode: the detector on
+   every frame, no state, no tracker. Palm ROIs and followed ROIs are then deduplicated
+   as MediaPipe's AssociationNormRect does it (`associate_rois`: IoU of the unrotated
+   squares > `roi_association_iou`, the later ROI wins, followed ROIs come last).
+2. Crops: every ROI cut out as MediaPipe's ImageToTensor does it, bit for bit
+   (`shared.geometry.warp_roi`: fixed-point bilinear, replicated border), all hands of
+   the frame stacked into ONE [B, 3, S, S] batch: one crop-model call however many hands
+   (MediaPipe runs its landmark model once per hand).
+3. Back to pixels: landmarks through the crop's affine; hands whose presence is not above
+   `min_presence` are dropped; with `duplicate_iou` >= 0 (off by default, as in
+   MediaPipe) two hands whose landmark boxes overlap more are merged; at most `max_hands`
+   (the most present) stay.
 4. Tracker (ids, One-Euro keypoint smoothing, gesture/handedness smoothing) in tracking mode.
+
+Static mode with the defaults gives MediaPipe Hands 0.10.21's answers (static_image_mode,
+model_complexity 1, the same thresholds and max_num_hands) to within a few thousandths of
+a pixel: `tests/test_mediapipe_live_parity.py`, docs/parity.md. The options that differ
+from MediaPipe on purpose are named there: `palm_letterbox="area"`, `duplicate_iou`,
+`detect_interval`, `smooth_keypoints` (tracking mode), `landmark_roi="keypoints"`.
 
 Timing per stage (detector / crops / crop model / post / tracker) is kept for the last
 frame (`last_timing`) and summed (`timing_totals`), for the benchmark and the CLI summary.
@@ -42,8 +51,8 @@ import numpy as np
 
 from shared.config import option
 from shared.errors import UserError
-from shared.geometry import Roi, crop_matrix, hand_angle, invert_affine, iou_matrix, roi_from_keypoints
-from shared.hand import NUM_KEYPOINTS
+from shared.geometry import Roi, hand_angle, iou_matrix, roi_from_keypoints, warp_roi
+from shared.hand import GESTURE_UNKNOWN, NUM_KEYPOINTS
 from shared.inference.backends import (
     CropModel,
     Detections,
@@ -51,8 +60,8 @@ from shared.inference.backends import (
     ModelRef,
     create_crop_model,
     create_detector,
-    roi_iou,
 )
+from shared.inference.gestures import TwoHandsRule, load_gesture_model
 from shared.results import HandResults
 from shared.tracking import HandTracker, TrackerConfig
 
@@ -74,22 +83,33 @@ class PipelineConfig:
                              metadata={"choices": list(MODEL_TYPES)})
     model_weights: str = option("mediapipe", "crop-model weights: 'mediapipe', a .pth (or .onnx/.engine for "
                                              "those backends)")
-    backend: str = option("torch", "crop-model runtime: torch, onnxruntime or tensorrt",
-                          metadata={"choices": list(BACKENDS)})
+    backend: str = option("onnxruntime", "network runtime: onnxruntime (default: the same weights exported to ONNX "
+                                         "once into work_dir; 2.5-3.6x faster than torch per frame on CPU), torch, "
+                                         "tensorrt or triton", metadata={"choices": list(BACKENDS)})
     device: str = option("cpu", "torch/onnxruntime device: cpu, cuda or auto")
-    threads: int = option(0, "CPU threads for torch / onnxruntime (0 = library default; MediaPipe uses 1 on "
-                             "desktop)")
+    threads: int = option(1, "CPU threads for torch / onnxruntime (0 = the library's default, all cores). 1: on a "
+                             "2-core machine one stream runs as fast as on 2 with onnxruntime (within 10%) and "
+                             "torch's 2 threads stall when other processes share the cores (README, Latency); "
+                             "MediaPipe uses 1 on desktop")
     img_size: int = option(224, "crop side fed to the crop model (BlazeHand: 224)")
     max_hands: int = option(4, "at most this many hands per frame")
     expand_ratio: float = option(0.3, "YOLO box -> crop: the longer side grown by this ratio, squared")
     grayscale: bool = option(False, "convert frames to grayscale (3 equal channels) before everything")
     static: bool = option(False, "every frame independent: detector each frame, no tracking "
                                  "(MediaPipe's static_image_mode)")
-    detector_score_threshold: float = option(0.5, "minimum detector score")
-    min_presence: float = option(0.5, "hands whose crop-model presence is below this are dropped (and, in "
-                                      "tracking mode, detected again next frame)")
+    detector_score_threshold: float = option(0.5, "minimum detector score (MediaPipe's min_detection_confidence)")
+    palm_letterbox: str = option("mediapipe", "palm-detector input: 'mediapipe' (MediaPipe's ImageToTensor, bit for "
+                                              "bit: point-sampled bilinear, aliases on large photos) or 'area' (area-"
+                                              "averaged resize: smoother, other palm scores and boxes on big images)",
+                                 metadata={"choices": ["mediapipe", "area"]})
+    min_presence: float = option(0.5, "hands whose crop-model presence is not above this are dropped (and, in "
+                                      "tracking mode, detected again next frame; MediaPipe's min_tracking_confidence, "
+                                      "which it applies in static mode too)")
+    roi_association_iou: float = option(0.5, "two ROIs (palm or followed) whose unrotated squares overlap more than "
+                                             "this are one hand: the later one stays, followed ROIs come after palm "
+                                             "ones (MediaPipe's AssociationNormRect, min_similarity_threshold 0.5)")
     detect_interval: int = option(30, "tracking mode: also run the detector every N frames to pick up new hands "
-                                      "when max_hands are already followed (0 = only when needed)")
+                                      "when max_hands are already followed (0 = only when needed, as MediaPipe)")
     landmark_roi: str = option("mediapipe", "next-frame ROI from landmarks: 'mediapipe' (palm landmarks, x2, "
                                             "shifted to the fingers) or 'keypoints' (all 21, x(1+expand))",
                                metadata={"choices": ["mediapipe", "keypoints"]})
@@ -99,7 +119,17 @@ class PipelineConfig:
     keypoint_roi_expand: float = option(1.0, "'keypoints' landmark ROI: side = keypoint extent x (1 + this)")
     box_pad: float = option(0.1, "output box = landmark extent grown by this fraction on each side (landmarks "
                                  "are joint centres, the hand's skin reaches beyond them)")
-    duplicate_iou: float = option(0.5, "two hands whose boxes overlap more than this are one hand")
+    gesture_model: str = option("default", "gesture from landmarks when the crop model has no trained gesture head: "
+                                           "'default' (the shipped model, shared/weights/gesture_landmarks), a "
+                                           "folder written by components.gesture_model, or 'none'")
+    gesture_threshold: float = option(0.5, "a hand whose best gesture probability is below this gets gesture "
+                                           "'unknown' (with its score), never a guess")
+    two_hands_gap: float = option(0.1, "landmark gesture model: two hands whose boxes are closer than this x the "
+                                       "smaller box side form one 2_hands gesture (negative = off)")
+    duplicate_iou: float = option(-1.0, "after the landmarks, two hands whose landmark boxes overlap more than this "
+                                        "are one hand, the more present stays (negative = off, as MediaPipe; 0.5 was "
+                                        "our earlier default: no duplicate hands when two ROIs converge on one hand "
+                                        "in tracking mode, but one of two overlapping hands can be lost)")
     track_max_age: int = option(3, "frames a track survives without a match")
     track_iou_threshold: float = option(0.3, "minimum IoU to match a hand to a track")
     track_min_hits: int = option(2, "matched frames before a new track gets an id")
@@ -122,7 +152,8 @@ class PipelineConfig:
         backends = tuple(dict.fromkeys(BACKENDS + tuple(RUNNERS)))
         for name, value, choices in (("detector", self.detector, DETECTORS), ("backend", self.backend, backends),
                                      ("model_type", self.model_type, MODEL_TYPES),
-                                     ("landmark_roi", self.landmark_roi, ("mediapipe", "keypoints"))):
+                                     ("landmark_roi", self.landmark_roi, ("mediapipe", "keypoints")),
+                                     ("palm_letterbox", self.palm_letterbox, ("mediapipe", "area"))):
             if value not in choices:
                 raise UserError(f"--{name} {value!r} is not one of {', '.join(choices)}")
 
@@ -178,16 +209,36 @@ def roi_from_landmarks(keypoints: np.ndarray, scale: float = 2.0, shift_y: float
 
 
 def crops_batch(image: np.ndarray, rois: list[Roi], size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Upright crops [B, 3, S, S] float32 in [0, 1] and their crop->image affines [B, 2, 3]."""
+    """Upright crops [B, 3, S, S] float32 in [0, 1] and their crop->image affines [B, 2, 3].
+
+    MediaPipe's hand crop (ImageToTensorCalculator on CPU, border replicated), bit for bit
+    and the same with any OpenCV/NumPy version (`shared.geometry.warp_roi`)."""
     batch = np.empty((len(rois), size, size, 3), dtype=np.uint8)
     inverse = np.empty((len(rois), 2, 3), dtype=np.float64)
     for i, roi in enumerate(rois):
-        m = crop_matrix(roi, size)
-        batch[i] = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                                  borderValue=(0, 0, 0))
-        inverse[i] = invert_affine(m)
+        batch[i], inverse[i] = warp_roi(image, roi, size, border="replicate")
     x = np.multiply(batch.transpose(0, 3, 1, 2), np.float32(1.0 / 255.0), dtype=np.float32)  # [B, 3, S, S]
     return x, inverse
+
+
+def associate_rois(rois: list[Roi], iou_threshold: float = 0.5) -> list[int]:
+    """MediaPipe's AssociationNormRectCalculator: indices of the ROIs that stay, in its order.
+
+    Each ROI in turn removes the ones already kept whose unrotated squares (centre, side;
+    the rotation is ignored) overlap it with IoU > threshold, and is appended: of two
+    ROIs on one hand the LATER one stays. MediaPipe passes the palm ROIs (best palm
+    first) and then the previous frame's landmark ROIs, so a followed hand keeps its
+    landmark ROI and a palm ROI only adds a hand not followed yet.
+    """
+    if iou_threshold < 0:
+        return list(range(len(rois)))
+    boxes = np.array([[r.cx - r.size / 2, r.cy - r.size / 2, r.cx + r.size / 2, r.cy + r.size / 2] for r in rois],
+                     np.float64).reshape(-1, 4)
+    iou = iou_matrix(boxes, boxes)
+    kept: list[int] = []
+    for i in range(len(rois)):
+        kept = [j for j in kept if iou[i, j] <= iou_threshold] + [i]
+    return kept
 
 
 def suppress_duplicates(xyxy: np.ndarray, score: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -252,10 +303,14 @@ class HandPipeline:
             detector = create_detector(cfg.detector, backend=cfg.backend, yolo_model=cfg.yolo_model,
                                        expand_ratio=cfg.expand_ratio, score_threshold=cfg.detector_score_threshold,
                                        max_detections=cfg.max_hands, device=cfg.device, work_dir=cfg.work_dir,
-                                       threads=cfg.threads, options={"url": cfg.triton_url})
+                                       threads=cfg.threads, options={"url": cfg.triton_url},
+                                       palm_letterbox=cfg.palm_letterbox)
         self.detector = detector
         self.crop_model = crop_model
         self.tracker = HandTracker(cfg.tracker_config())
+        # Gestures from landmarks when the crop model has none of its own (MediaPipe's weights).
+        self.gesture_model = None if crop_model.gesture_trained else load_gesture_model(cfg.gesture_model)
+        self.two_hands = TwoHandsRule(max_gap=cfg.two_hands_gap) if cfg.two_hands_gap >= 0 else None
         self.reset()
 
     def reset(self) -> None:
@@ -280,7 +335,7 @@ class HandPipeline:
         t0 = time.perf_counter()
         image = self._prepare(image)
         rois = self._rois_from_followed()
-        origins = list(self._followed_ids[: len(rois)])
+        origins = [int(t) for t in self._followed_ids[: len(rois)]]
         periodic = cfg.detect_interval > 0 and self._since_detect >= cfg.detect_interval
         run_detector = len(rois) < cfg.max_hands or periodic
         if run_detector:
@@ -290,8 +345,7 @@ class HandPipeline:
             # A periodic look with every slot taken lets a new hand compete: all candidates
             # go through the crop model and the max_hands most present ones stay.
             limit = cfg.max_hands + (len(detections) if len(rois) >= cfg.max_hands else 0)
-            rois = self._merge(rois, detections, limit)
-            origins += [-1] * (len(rois) - len(origins))
+            rois, origins = self._merge(rois, origins, detections, limit)
         self._since_detect += 1
         t1 = time.perf_counter()
 
@@ -305,6 +359,8 @@ class HandPipeline:
         hands = self.tracker.update(frame.results, timestamp=timestamp, gesture_probs=frame.gesture_probs,
                                     track_hints=frame.origins)
         self._followed, self._followed_ids = frame.raw_keypoints, hands.track_id
+        if frame.gesture_probs is not None:  # the smoothed gesture obeys the threshold too
+            hands.gesture[(hands.gesture >= 0) & (hands.gesture_score < cfg.gesture_threshold)] = GESTURE_UNKNOWN
         t5 = time.perf_counter()
 
         t_post = (t4 - t1) - t_crops - t_model
@@ -327,7 +383,11 @@ class HandPipeline:
         images = [self._prepare(im) for im in images]
         detections = self.detector(images)
         self.detector_calls += 1
-        rois = [d.rois[: self.cfg.max_hands] for d in detections]
+        # MediaPipe: the best max_num_hands palms (ClipDetectionVectorSize), then AssociationNormRect.
+        rois = []
+        for d in detections:
+            palms = d.rois[: self.cfg.max_hands]
+            rois.append([palms[i] for i in associate_rois(palms, self.cfg.roi_association_iou)])
         t1 = time.perf_counter()
         frames, t_crops, t_model = self._landmarks(images, rois)
         t4 = time.perf_counter()
@@ -354,16 +414,19 @@ class HandPipeline:
                 rois.append(roi_from_keypoints(kp, expand_ratio=cfg.keypoint_roi_expand, rotate=True))
         return rois
 
-    def _merge(self, followed: list[Roi], detections: Detections, limit: int) -> list[Roi]:
-        """Followed ROIs first; a detection joins only if it is a hand not followed yet
-        (MediaPipe's AssociationNormRect: landmark ROIs win over palm ROIs at IoU > 0.5)."""
-        rois = list(followed)
-        for roi in detections.rois:
-            if len(rois) >= limit:
-                break
-            if all(roi_iou(roi, other) <= 0.5 for other in followed):
-                rois.append(roi)
-        return rois
+    def _merge(self, followed: list[Roi], origins: list[int], detections: Detections, limit: int
+               ) -> tuple[list[Roi], list[int]]:
+        """MediaPipe's AssociationNormRect over the palm ROIs (the best `max_hands`) then the
+        followed ROIs: a palm ROI only adds a hand that is not followed yet (landmark ROIs
+        win), and two followed ROIs that converged on one hand become one. At most `limit`
+        ROIs, followed ones first. Returns the ROIs and, per ROI, its track id (-1: palm)."""
+        palms = detections.rois[: self.cfg.max_hands]
+        both = list(palms) + list(followed)
+        tags = [-1] * len(palms) + list(origins)
+        keep = associate_rois(both, self.cfg.roi_association_iou)
+        keep = [i for i in keep if i >= len(palms)] + [i for i in keep if i < len(palms)]
+        keep = keep[:limit]
+        return [both[i] for i in keep], [tags[i] for i in keep]
 
     def _landmarks(self, images: list[np.ndarray], rois: list[list[Roi]],
                    origins: list[list[int]] | None = None) -> tuple[list[_Frame], float, float]:
@@ -386,26 +449,31 @@ class HandPipeline:
         xy = np.einsum("bkj,bij->bki", lm, inverse[:, :, :2]) + inverse[:, None, :, 2]  # [B, 21, 2]
         presence = out["presence"].astype(np.float32)  # [B]
         probs = out["gesture_probs"] if self.crop_model.gesture_trained else None
+        if probs is None and self.gesture_model is not None:
+            probs = self.gesture_model.full_probabilities(self.gesture_model.probabilities(xy))  # [B, G]
 
         frames, start = [], 0
         for image, r in zip(images, rois):
             idx = np.arange(start, start + len(r))
             start += len(r)
-            idx = idx[presence[idx] >= cfg.min_presence]
+            idx = idx[presence[idx] > cfg.min_presence]  # MediaPipe's ThresholdingCalculator: strictly above
             # Visibility column = presence: the network gives one confidence per hand, not per point.
             kp = np.concatenate([xy[idx], np.repeat(presence[idx, None, None], NUM_KEYPOINTS, 1)], axis=-1)
             boxes = _boxes_from_keypoints(xy[idx], cfg.box_pad, image.shape[1], image.shape[0])
-            # Most present first; duplicates (two ROIs on one hand) merged; at most max_hands.
-            keep = suppress_duplicates(boxes, presence[idx], cfg.duplicate_iou)[: cfg.max_hands]
+            keep = _keep_hands(boxes, presence[idx], cfg.duplicate_iou, cfg.max_hands)
             idx, kp, boxes = idx[keep], kp[keep], boxes[keep]
-            if probs is not None and len(idx):
-                gesture, gesture_score = probs[idx].argmax(-1), probs[idx].max(-1)
+            hand_probs = None if probs is None else probs[idx]
+            if hand_probs is not None and len(idx):
+                if self.gesture_model is not None and self.two_hands is not None:
+                    hand_probs = self.two_hands.apply_probs(boxes, hand_probs)
+                gesture, gesture_score = hand_probs.argmax(-1), hand_probs.max(-1)
+                gesture = np.where(gesture_score >= cfg.gesture_threshold, gesture, GESTURE_UNKNOWN)
             else:
                 gesture, gesture_score = np.full(len(idx), -1), np.zeros(len(idx))
             results = HandResults(xyxy=boxes, score=presence[idx], keypoints=kp, gesture=gesture,
                                   gesture_score=gesture_score,
                                   handedness=(out["handedness"][idx] > 0.5).astype(np.int64))
-            frames.append(_Frame(results, kp, None if probs is None else probs[idx], origin[idx]))
+            frames.append(_Frame(results, kp, hand_probs, origin[idx]))
         return frames, t1 - t0, t2 - t1
 
     def _record(self, timings: list[FrameTiming]) -> None:
@@ -433,6 +501,19 @@ def make_detector(cfg: PipelineConfig | None = None) -> Callable[[np.ndarray], H
     return detect
 
 
+def _keep_hands(boxes: np.ndarray, presence: np.ndarray, duplicate_iou: float, max_hands: int) -> np.ndarray:
+    """Which hands of one frame stay. MediaPipe (duplicate_iou < 0): all, in ROI order, the
+    `max_hands` most present when there are more (tracking mode: palms added to followed
+    hands). Else: most present first, duplicates (landmark boxes overlapping more than
+    duplicate_iou) dropped, at most max_hands."""
+    if duplicate_iou >= 0:
+        return suppress_duplicates(boxes, presence, duplicate_iou)[:max_hands]
+    keep = np.arange(len(presence))
+    if len(keep) > max_hands:
+        keep = np.sort(np.argsort(-presence, kind="stable")[:max_hands])
+    return keep
+
+
 def _boxes_from_keypoints(xy: np.ndarray, pad: float, width: int, height: int) -> np.ndarray:
     """[N, 4] xyxy around [N, 21, 2] points, grown by `pad` x extent on each side, clipped
     to the image (a hand at the border: its box stays on the image, its points may not)."""
@@ -450,5 +531,5 @@ def _check_image(image: np.ndarray) -> None:
                          f"{getattr(image, 'shape', None)} {getattr(image, 'dtype', type(image).__name__)}")
 
 
-__all__ = ["FrameTiming", "HandPipeline", "PipelineConfig", "STAGES", "crops_batch", "make_detector",
-           "roi_from_landmarks", "suppress_duplicates"]
+__all__ = ["FrameTiming", "HandPipeline", "PipelineConfig", "STAGES", "associate_rois", "crops_batch",
+           "make_detector", "roi_from_landmarks", "suppress_duplicates"]

@@ -13,7 +13,8 @@ logits clipped to +-100, a score threshold (0.5), weighted NMS at IoU 0.3, and
 the hand ROI: rotation from the wrist (palm keypoint 0) to the middle-finger
 base (keypoint 2), box shifted by half its height towards the fingers, squared
 on its long side and scaled 2.6x (`palm_detection_detection_to_roi`). Arbitrary
-images are letterboxed into 192x192 and mapped back (`letterbox`, `unletterbox`).
+images are letterboxed into 192x192 as MediaPipe's ImageToTensor does it (bit for
+bit, see `letterbox`) and mapped back (`unletterbox`).
 Those pure NumPy steps live in `shared.models.blazepalm_post` (no torch import,
 for serving) and are re-exported here.
 """
@@ -36,6 +37,7 @@ from shared.models.blazepalm_post import (
     PalmDetections,
     letterbox,
     palm_to_roi,
+    postprocess,
     ssd_anchors,
     unletterbox,
     weighted_nms,
@@ -46,7 +48,8 @@ from shared.models.mediapipe_import import LoadReport, load_pretrained
 # The NumPy post-processing lives in blazepalm_post (torch-free); re-exported here.
 __all__ = ["BlazePalm", "BlazePalmConfig", "BlazePalmExport", "PalmDetections", "Letterbox", "blazepalm_full",
            "blazepalm_lite", "letterbox", "unletterbox", "ssd_anchors", "weighted_nms", "palm_to_roi",
-           "load_pretrained", "LoadReport", "NUM_PALM_KEYPOINTS", "NUM_REGRESSORS", "PALM_WRIST", "PALM_MIDDLE_MCP"]
+           "load_pretrained", "LoadReport", "postprocess", "NUM_PALM_KEYPOINTS", "NUM_REGRESSORS", "PALM_WRIST",
+           "PALM_MIDDLE_MCP"]
 
 
 @dataclass(frozen=True)
@@ -190,17 +193,9 @@ class BlazePalm(nn.Module):
             batch = torch.from_numpy(np.stack(padded)).permute(0, 3, 1, 2).float() / 255.0
         param = next(self.parameters())
         boxes, keypoints, scores = self.decode(*self(batch.to(param.device, param.dtype)))
-        results = []
-        for i, lb in enumerate(fits):
-            b, k, s = (t[i].float().cpu().numpy() for t in (boxes, keypoints, scores))
-            keep = s >= score_threshold
-            b, k, s = weighted_nms(b[keep], k[keep], s[keep], nms_threshold, max_detections)
-            b, k = b * self.img_size, k * self.img_size
-            if lb is not None:
-                b = unletterbox(b.reshape(-1, 2, 2), lb).reshape(-1, 4)
-                k = unletterbox(k, lb)
-            results.append(PalmDetections(b.astype(np.float32), k.astype(np.float32), s.astype(np.float32)))
-        return results
+        identity = Letterbox(1.0, 1.0, 0.0, 0.0, self.img_size)  # a given input: pixels of that input
+        return [postprocess(*(t[i].float().cpu().numpy() for t in (boxes, keypoints, scores)), lb or identity,
+                            score_threshold, nms_threshold, max_detections) for i, lb in enumerate(fits)]
 
 
 class BlazePalmExport(nn.Module):

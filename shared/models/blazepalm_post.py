@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from shared.geometry import Roi
+from shared.geometry import Roi, warp_roi
 
 NUM_PALM_KEYPOINTS = 7
 NUM_REGRESSORS = 4 + 2 * NUM_PALM_KEYPOINTS  # 18: cx, cy, w, h, then x, y per keypoint
@@ -129,6 +129,24 @@ def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, i
     return np.stack(out_b), np.stack(out_k), np.asarray(out_s)
 
 
+def postprocess(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, lb: Letterbox,
+                score_threshold: float = 0.5, nms_threshold: float = 0.3, max_detections: int | None = None
+                ) -> PalmDetections:
+    """One image's decoded outputs (boxes [A, 4] xyxy and keypoints [A, 7, 2] normalised to the
+    input, scores [A]) -> palms in pixels of the original image, best first.
+
+    MediaPipe's order: TensorsToDetections keeps scores >= threshold and boxes of non-negative
+    size, weighted NMS (IoU > nms_threshold), ClipDetectionVectorSize keeps the first
+    `max_detections` (max_num_hands), DetectionLetterboxRemoval maps back.
+    """
+    b, k, s = np.asarray(boxes), np.asarray(keypoints), np.asarray(scores)
+    keep = (s >= score_threshold) & (b[:, 2] >= b[:, 0]) & (b[:, 3] >= b[:, 1])
+    b, k, s = weighted_nms(b[keep], k[keep], s[keep], nms_threshold, max_detections)
+    b = unletterbox(np.asarray(b, np.float64).reshape(-1, 2, 2) * lb.size, lb).reshape(-1, 4)
+    k = unletterbox(np.asarray(k, np.float64).reshape(-1, NUM_PALM_KEYPOINTS, 2) * lb.size, lb)
+    return PalmDetections(b.astype(np.float32), k.astype(np.float32), np.asarray(s, np.float32))
+
+
 def palm_to_roi(xyxy: np.ndarray, keypoints: np.ndarray, scale: float = 2.6, shift_x: float = 0.0,
                 shift_y: float = -0.5) -> Roi:
     """The hand ROI MediaPipe derives from one palm (all in pixels).
@@ -153,27 +171,42 @@ def palm_to_roi(xyxy: np.ndarray, keypoints: np.ndarray, scale: float = 2.6, shi
 
 # --------------------------------------------------------------------------- letterbox
 
+LETTERBOX_MODES = ("mediapipe", "area")
+
 
 @dataclass(frozen=True)
 class Letterbox:
-    """How an image was fitted into a square: input = image * scale + pad (pixels)."""
+    """How an image was fitted into a square: input = image * scale + pad (pixels; the pads
+    are fractional for MediaPipe's letterbox)."""
 
     scale_x: float
     scale_y: float
-    pad_x: int
-    pad_y: int
+    pad_x: float
+    pad_y: float
     size: int
 
 
-def letterbox(image: np.ndarray, size: int = 192) -> tuple[np.ndarray, Letterbox]:
-    """Resize keeping the aspect ratio and pad (zeros, centred) to size x size.
+def letterbox(image: np.ndarray, size: int = 192, mode: str = "mediapipe") -> tuple[np.ndarray, Letterbox]:
+    """Fit an image into size x size keeping its aspect ratio, centred, zero border.
 
-    MediaPipe's ImageToTensor does the same with `keep_aspect_ratio` and a zero
-    border. Downscaling uses area averaging so large photos do not alias.
+    mode "mediapipe" (default) is MediaPipe's palm-detection input bit for bit
+    (ImageToTensorCalculator, keep_aspect_ratio, BORDER_ZERO): the square of side
+    max(H, W) around the image centre, its corners mapped onto the input's corners, each
+    input pixel sampled bilinearly at one point (`shared.geometry.warp_roi`). Large photos
+    alias a little: that is what the palm model saw in training. mode "area" resizes with
+    area averaging (no aliasing) and pads by whole pixels: our earlier letterbox, kept as an
+    option (other palm scores and boxes on downscaled photos).
     """
     h, w = image.shape[:2]
     if h == 0 or w == 0:
         raise ValueError(f"empty image of shape {image.shape}")
+    if mode == "mediapipe":
+        side = float(max(h, w))
+        out, _ = warp_roi(image, Roi(w / 2, h / 2, side, 0.0), size, border="zero")
+        scale = size / side
+        return out, Letterbox(scale, scale, (size - w * scale) / 2, (size - h * scale) / 2, size)
+    if mode != "area":
+        raise ValueError(f"letterbox mode {mode!r} is not one of {LETTERBOX_MODES}")
     ratio = size / max(h, w)
     nw, nh = max(1, round(w * ratio)), max(1, round(h * ratio))
     interp = cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR

@@ -81,6 +81,7 @@ MODELS = (MODEL_DETECTOR, MODEL_LANDMARKS, MODEL_PREPROCESS, MODEL_POSTPROCESS, 
           MODEL_PIPELINE)
 
 MIN_IMAGE_SIDE = 16  # smaller frames are a client bug (or a padding slot's garbage), not a picture
+MAX_IMAGE_SIDE = 8192  # larger frames are a client bug too: 8K is the biggest camera frame we take
 
 IMAGE = TensorSpec("IMAGE", "uint8", (-1, -1, 3), "one RGB frame [H, W, 3]")
 TIMESTAMP = TensorSpec("TIMESTAMP", "float64", (1,), "frame time in seconds; optional (default: frame index / fps)")
@@ -180,6 +181,9 @@ def check_image(image: np.ndarray, model: str) -> np.ndarray:
     if h < MIN_IMAGE_SIDE or w < MIN_IMAGE_SIDE:
         raise RequestError(f"{model}: IMAGE is {w}x{h} pixels; frames must be at least "
                            f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}")
+    if h > MAX_IMAGE_SIDE or w > MAX_IMAGE_SIDE:
+        raise RequestError(f"{model}: IMAGE is {w}x{h} pixels; frames must be at most "
+                           f"{MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} (resize it before sending)")
     return np.ascontiguousarray(image)
 
 
@@ -406,17 +410,12 @@ def detector_postprocess(outputs: dict[str, np.ndarray], lb: np.ndarray, image_h
     if spec.kind == "yolo":
         return yolo_decode(outputs[spec.output_names[0]], lb, image_hw, spec)
     from shared.inference.backends import Detections
-    from shared.models.blazepalm_post import Letterbox, palm_to_roi, unletterbox, weighted_nms
+    from shared.models.blazepalm_post import Letterbox, postprocess
 
     b, k, s = (outputs[n] for n in spec.output_names)  # [A, 4], [A, 7, 2], [A] normalised to the input
-    keep = s >= spec.score_threshold
-    b, k, s = weighted_nms(b[keep], k[keep], s[keep], spec.nms_threshold, spec.max_detections)
-    if not len(s):
-        return Detections.empty()
-    box = Letterbox(float(lb[0]), float(lb[1]), int(lb[2]), int(lb[3]), spec.img_size)
-    b = unletterbox(b.reshape(-1, 2, 2) * spec.img_size, box).reshape(-1, 4)
-    k = unletterbox(k * spec.img_size, box)
-    return Detections(b.astype(np.float32), s.astype(np.float32), [palm_to_roi(bi, ki) for bi, ki in zip(b, k)])
+    box = Letterbox(float(lb[0]), float(lb[1]), float(lb[2]), float(lb[3]), spec.img_size)
+    palms = postprocess(b, k, s, box, spec.score_threshold, spec.nms_threshold, spec.max_detections)
+    return Detections(palms.xyxy, palms.score, palms.rois()) if len(palms) else Detections.empty()
 
 
 # --------------------------------------------------------------------------- the served models
@@ -476,6 +475,9 @@ class OnnxModel(ServedModel):
                 results[i] = RequestError(f"{self.name}: missing input {name}")
                 continue
             x = np.asarray(x)
+            if x.dtype.kind == "f" and not np.isfinite(x).all():  # the client's fault, not the model's
+                results[i] = RequestError(f"{self.name}: input {name} holds NaN or infinite values")
+                continue
             groups.setdefault((x.shape[1:], x.dtype.str), []).append((i, x))
         for members in groups.values():
             try:

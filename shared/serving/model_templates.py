@@ -39,9 +39,13 @@ class TritonPythonModel:
         responses = []
         for result in self.impl.execute([_getter(r) for r in requests]):
             if isinstance(result, Exception):
-                if not isinstance(result, RequestError):  # a bug, not a bad request: keep the traceback
+                if isinstance(result, RequestError):  # the client's fault: INVALID_ARGUMENT, not INTERNAL
+                    code = getattr(pb_utils.TritonError, "INVALID_ARG", None)  # older backends: no codes
+                    message = error_message(self.impl.name, result)
+                    error = pb_utils.TritonError(message, code) if code is not None else pb_utils.TritonError(message)
+                else:  # a bug, not a bad request: keep the traceback
                     pb_utils.Logger.log_error("".join(traceback.format_exception(result)))
-                error = pb_utils.TritonError(error_message(self.impl.name, result))
+                    error = pb_utils.TritonError(error_message(self.impl.name, result))
                 responses.append(pb_utils.InferenceResponse(error=error))
             else:
                 responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(n, a) for n, a in result.items()]))
