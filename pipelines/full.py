@@ -372,15 +372,14 @@ def log_metrics(step: str, metrics: dict) -> None:
 
 
 # ============================================================================ wiring
+OPENCV = "opencv-python-headless==4.11.0.86"  # the crop warp's library: the same version in every venv
 STEP_PACKAGES = {
-    "data": ["numpy", "opencv-python-headless==4.11.0.86", "albumentations", "pillow", "pyyaml", "tqdm", "clearml"],
-    "torch": ["torch==2.14.1", "torchvision==0.29.1", "lightning", "timm", "numpy", "opencv-python-headless==4.11.0.86",
+    "data": ["numpy", OPENCV, "albumentations", "pillow", "pyyaml", "tqdm", "clearml"],
+    "torch": ["torch==2.14.1", "torchvision==0.29.1", "lightning", "timm", "numpy", OPENCV,
               "albumentations", "pyyaml", "tqdm", "scipy", "numba", "matplotlib", "tflite", "clearml"],
-    "detector": ["ultralytics", "torch==2.14.1", "torchvision==0.29.1", "numpy", "opencv-python-headless==4.11.0.86", "pyyaml",
-                 "clearml"],
+    "detector": ["ultralytics", "torch==2.14.1", "torchvision==0.29.1", "numpy", OPENCV, "pyyaml", "clearml"],
     "export": ["torch==2.14.1", "onnx", "onnxruntime", "numpy", "tflite", "clearml"],
-    "deploy": ["numpy", "onnx", "onnxruntime", "opencv-python-headless==4.11.0.86", "scipy", "numba", "tritonclient[grpc]",
-               "pyyaml", "clearml"],
+    "deploy": ["numpy", "onnx", "onnxruntime", OPENCV, "scipy", "numba", "tritonclient[grpc]", "pyyaml", "clearml"],
 }
 
 
