@@ -101,13 +101,17 @@ def test_calibration_inputs_palm_letterbox_real_photos():
 def test_calibration_inputs_from_box_labels_and_bad_folders(tmp_path):
     roboflow = DATA / "roboflow_gestures_v6"
     if roboflow.is_dir():
+        # boxes only (human labels): the MediaPipe teacher places the crops, as for the ONNX
+        # Runtime INT8 export (shared.inference.real_crops), and gives their landmarks
         x, labels = trt_export.calibration_inputs(roboflow, "blazehand", 224, max_inputs=5)
-        assert x.shape == (5, 3, 224, 224) and labels is None  # boxes only: crops, no keypoint labels
+        assert x.shape == (5, 3, 224, 224) and labels is not None and labels.shape == (5, 21, 3)
     with pytest.raises(UserError, match="not a folder"):
         trt_export.calibration_inputs(tmp_path / "nope", "blazehand", 224, 10)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match="no images"):
+    with pytest.raises(UserError, match="no hand found"):
         trt_export.calibration_inputs(tmp_path / "empty", "blazehand", 224, 10)
+    with pytest.raises(UserError, match="no images"):
+        trt_export.calibration_inputs(tmp_path / "empty", "classifier", 224, 10)
 
 
 def test_calibration_batches_fill_the_last_batch():

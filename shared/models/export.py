@@ -38,6 +38,18 @@ class OnnxExportConfig:
     atol: float = option(1e-4, "--verify accepts |onnxruntime - PyTorch| <= atol + rtol * |PyTorch|")
     rtol: float = option(1e-6, "relative part of the --verify tolerance (pixel outputs reach ~200)")
     num_gestures: int = option(5, "gesture classes of the hand model / classes of a timm classifier")
+    precision: str = option("fp32", "fp32; fp16 (weights and math in half precision, for GPUs: slower on a CPU); "
+                                    "int8 (ONNX Runtime static QDQ quantization calibrated on real hand crops, "
+                                    "BlazeHand only; needs --calibration_dir)", choices=["fp32", "fp16", "int8"])
+    calibration_dir: list[str] = option([], "int8: folders of real photos of hands (or YOLO-pose datasets with "
+                                            "keypoints, e.g. from components.autolabel) to calibrate on")
+    test_dir: list[str] = option([], "int8: folders of real photos of OTHER people to verify the int8 model on "
+                                     "(default: a held-out part of --calibration_dir)")
+    calibration_limit: int = option(256, "int8: use at most this many calibration crops", min=8)
+    test_limit: int = option(128, "int8: verify on at most this many crops per --test_dir", min=1)
+    max_float_layers: int = option(24, "int8: keep at most this many of the most sensitive layers in float", min=0)
+    tol_mean_px: float = option(1.0, "int8 vs fp32 landmarks: mean error tolerance, px at 224", min=0)
+    tol_p99_px: float = option(4.0, "int8 vs fp32 landmarks: 99th percentile tolerance, px at 224", min=0)
 
 
 @dataclass
@@ -54,6 +66,9 @@ class OnnxExportResult:
     load_report: str = ""
     max_abs_diff: dict[str, dict[str, float]] = field(default_factory=dict)  # per output: abs, ref (--verify)
     summary_path: str = ""
+    precision: str = "fp32"
+    float_path: str = ""  # fp16 / int8: the float model it was made from (kept beside it)
+    quantization: dict = field(default_factory=dict)  # int8: shared.models.quantize.QuantizeReport as a dict
 
 
 def build_model(model_type: str, weights: str | None, num_gestures: int = 5) -> nn.Module:
@@ -157,6 +172,25 @@ def verify_onnx(onnx_path: str | Path, wrapper: nn.Module, spec: ModelSpec, batc
             for name, g, w in zip(spec.output_names, got, want)}
 
 
+def to_fp16(float_path: Path, out_path: Path) -> dict[str, float]:
+    """`float_path` with float16 weights and math (inputs and outputs stay float32) written to
+    `out_path`; returns its largest |fp16 - fp32| output difference on a random input."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(float_path)), keep_io_types=True)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out_path))
+    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (float_path, out_path)]
+    inp = sessions[0].get_inputs()[0]
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    a, b = (s.run(None, {inp.name: x}) for s in sessions)
+    return {"abs": float(max(np.abs(u.astype(np.float64) - v).max() for u, v in zip(a, b))),
+            "ref": float(max(np.abs(u).max() for u in a))}
+
+
 def within_tolerance(diff: dict[str, float], atol: float, rtol: float) -> bool:
     return diff["abs"] <= atol + rtol * diff["ref"]
 
@@ -176,23 +210,45 @@ def export_onnx_stage(cfg: OnnxExportConfig) -> OnnxExportResult:
     except KeyError:
         raise UserError(f"--model_type {cfg.model_type}: no export spec yet; add one to "
                         "shared/models/specs.py") from None
+    if cfg.precision == "int8" and not cfg.calibration_dir:
+        raise UserError("--precision int8 needs --calibration_dir: a folder of real photos of hands (or a "
+                        "components.autolabel dataset); the int8 ranges are measured on them")
+    if cfg.precision == "int8" and not cfg.model_type.startswith("blazehand"):
+        raise UserError(f"--precision int8 is implemented for BlazeHand (the per-hand crop model), not "
+                        f"{cfg.model_type}; export it with --precision fp32")
     wrapper = export_wrapper(model)
-    path = export_onnx(wrapper, spec, cfg.output_path, cfg.batch_size, cfg.dynamic_batch, cfg.opset)
+    final = Path(cfg.output_path)
+    # fp16 / int8: the float model is exported (and verified) beside the output and kept.
+    float_out = final if cfg.precision == "fp32" else final.with_name(f"{final.stem}_fp32{final.suffix}")
+    path = export_onnx(wrapper, spec, float_out, cfg.batch_size, cfg.dynamic_batch, cfg.opset)
     diffs: dict[str, dict[str, float]] = {}
     if cfg.verify:
         # A dynamic-batch file is checked at a batch size other than the traced one.
         diffs = verify_onnx(path, wrapper, spec, batch_size=cfg.batch_size + 1 if cfg.dynamic_batch else cfg.batch_size)
+    quantization: dict = {}
+    if cfg.precision == "fp16":
+        diffs["fp16"] = to_fp16(path, final)
+    elif cfg.precision == "int8":
+        from shared.models.quantize import quantize_stage
+
+        quantization = quantize_stage(cfg, path, final)
     result = OnnxExportResult(
-        onnx_path=str(path), model_type=cfg.model_type, weights=cfg.weights, opset=cfg.opset,
+        onnx_path=str(final), model_type=cfg.model_type, weights=cfg.weights, opset=cfg.opset,
         dynamic_batch=cfg.dynamic_batch,
         inputs=[{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in spec.inputs],
         outputs=[{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in spec.outputs],
         parameters=sum(p.numel() for p in model.parameters()),
         export_seconds=round(time.perf_counter() - start, 2),
         load_report=str(getattr(model, "load_report", "")), max_abs_diff=diffs,
-        summary_path=str(path.with_suffix(".json")))
+        summary_path=str(final.with_suffix(".json")), precision=cfg.precision,
+        float_path=str(path) if path != final else "", quantization=quantization)
     Path(result.summary_path).write_text(json.dumps(asdict(result), indent=2))
-    failed = [name for name, d in diffs.items() if not within_tolerance(d, cfg.atol, cfg.rtol)]
+    if quantization.get("failed"):
+        raise UserError(f"{final}: not written: the int8 model misses a tolerance on held-out real crops "
+                        f"({quantization['failed']}); the float model is {path}, the rejected int8 model "
+                        f"{quantization['int8_path']}, the report {result.summary_path}. Allow more float layers "
+                        "(--max_float_layers), calibrate on more photos, or keep --precision fp32")
+    failed = [name for name, d in diffs.items() if name != "fp16" and not within_tolerance(d, cfg.atol, cfg.rtol)]
     if failed:
         d = diffs[failed[0]]
         raise UserError(f"{path}: onnxruntime differs from PyTorch by {d['abs']:.2e} on {failed[0]!r} "

@@ -7,9 +7,11 @@
 - One optimization profile over the batch axis: `--min_batch <= --opt_batch <= --max_batch`
   (spatial sizes are the model's own; TensorRT tunes its kernels for the opt batch).
 - INT8: an `IInt8EntropyCalibrator2` fed with REAL images passed through the model's own
-  preprocessing (`calibration_inputs`): upright 224 hand crops, RGB in [0, 1], for BlazeHand
-  (from the hands' labels when the folder is a YOLO-pose dataset, else the whole image
-  letterboxed) and the 192 letterbox for BlazePalm. The scales land in `--calib_cache`; a
+  preprocessing (`calibration_inputs`): for BlazeHand, upright 224 hand crops, RGB in [0, 1],
+  placed by keypoint labels or by the MediaPipe teacher (`shared.inference.real_crops`, the
+  reader the ONNX Runtime INT8 export uses too: one calibration set for both); for a
+  classifier, crops from box labels (else the whole image letterboxed); the 192 letterbox
+  for BlazePalm. The scales land in `--calib_cache`; a
   cache that exists is read instead of calibrating again (delete it to recalibrate). INT8
   layers may fall back to FP16 (both flags are set): that is TensorRT's usual recipe.
 - After the build the engine runs on the calibration images (or random inputs when none are
@@ -236,7 +238,8 @@ def calibration_inputs(images_dir: str | Path, family: str, img_size: int, max_i
     """Real images through the model's own preprocessing -> ([N, 3, S, S] float32 RGB in [0, 1],
     keypoint labels [N, 21, 3] in input pixels or None).
 
-    blazehand / classifier: a YOLO-pose dataset folder (images/ + labels/) gives one upright
+    blazehand: `shared.inference.real_crops` (keypoint labels, else the MediaPipe teacher).
+    classifier: a YOLO-pose dataset folder (images/ + labels/) gives one upright
     crop per labelled hand, the crop model's ROI (`shared.data.crops.hand_roi`); an unlabelled
     folder gives each image letterboxed to a square (a folder of hand crops). blazepalm: each
     image letterboxed to 192 (`shared.models.blazepalm_post.letterbox`), as PalmDetector feeds it.
@@ -249,6 +252,14 @@ def calibration_inputs(images_dir: str | Path, family: str, img_size: int, max_i
     root = Path(images_dir)
     if not root.is_dir():
         raise UserError(f"--calib_images {root}: not a folder; pass a folder of real images")
+    if family == "blazehand":
+        # The same reader as the ONNX Runtime INT8 export (shared.models.quantize): one calibration
+        # set for both. Crops placed as the tracking pipeline places them, from keypoint labels or
+        # from the MediaPipe teacher on unlabelled photos.
+        from shared.inference.real_crops import real_crops
+
+        crops = real_crops(root, size=img_size, limit=max_inputs)
+        return crops.x, crops.keypoints
     images_root = root / "images" if (root / "images").is_dir() else root
     labels_root = images_root.parent / "labels" if images_root.name == "images" else None
     paths = list_images(images_root)

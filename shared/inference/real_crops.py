@@ -1,0 +1,155 @@
+"""Real hand crops, cut the way the tracking-mode pipeline feeds the crop model.
+
+One reader for every consumer that needs real crops rather than synthetic ones:
+ONNX Runtime INT8 calibration and its verification (`shared.models.quantize`), and the
+TensorRT INT8 calibrator (`shared.models.tensorrt`), so both quantizations calibrate on
+the same set.
+
+A crop is placed by the hand's 21 landmarks: MediaPipe's next-frame ROI
+(`shared.inference.pipeline.roi_from_landmarks`: palm landmarks, x2, shifted to the
+fingers, made upright) warped to `size` x `size` (`shared.geometry.crop_matrix`), i.e. what
+BlazeHand sees while it follows a hand. The landmarks come from
+
+- the labels of a YOLO-pose dataset whose lines carry keypoints (e.g. written by
+  `python -m components.autolabel`, the MediaPipe teacher), or
+- the teacher itself, run here: the static pipeline (MediaPipe's palm detector and landmark
+  network, ONNX Runtime) on every photo of a folder with no keypoint labels.
+
+Photos are visited in a fixed shuffled order (seed 0), so `limit` crops spread over every
+sub-folder (HaGRID's gesture folders) instead of the first one alphabetically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from shared.errors import UserError
+
+
+@dataclass
+class RealCrops:
+    """N crops and where they came from.
+
+    x:         [N, 3, S, S] float32 RGB in [0, 1] (the crop model's input)
+    keypoints: [N, 21, 3] float64 the source landmarks in crop pixels (x, y, visibility / z)
+    sources:   N image paths, one per crop
+    """
+
+    x: np.ndarray
+    keypoints: np.ndarray
+    sources: list[str] = field(default_factory=list)
+    images_read: int = 0  # photos opened (with or without a hand)
+    unreadable: list[str] = field(default_factory=list)  # files that did not decode (skipped, named)
+    how: str = ""  # "labels" or "teacher"
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+def _label_dirs(root: Path) -> list[tuple[Path, Path]]:
+    """(images, labels) folder pairs of a YOLO-pose dataset under `root` (any split layout)."""
+    pairs = []
+    for images in sorted([root] + [p for p in root.rglob("images") if p.is_dir()]):
+        if images.name == "images" and (images.parent / "labels").is_dir():
+            pairs.append((images, images.parent / "labels"))
+    return pairs
+
+
+def crop_from_landmarks(rgb: np.ndarray, keypoints_px: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The tracking-mode crop [S, S, 3] uint8 of one hand and its landmarks [21, 3] in crop pixels."""
+    from shared.geometry import apply_affine, crop_matrix
+    from shared.inference.pipeline import roi_from_landmarks
+
+    m = crop_matrix(roi_from_landmarks(keypoints_px[:, :2]), size)
+    crop = cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=(0, 0, 0))
+    return crop, apply_affine(keypoints_px, m)
+
+
+def _teacher():
+    from shared.inference.pipeline import HandPipeline, PipelineConfig
+
+    # The teacher: MediaPipe's own networks, every photo independent, no gesture model needed.
+    return HandPipeline(PipelineConfig(static=True, backend="onnxruntime", gesture_model="none", max_hands=4))
+
+
+def real_crops(sources: str | Path | Iterable[str | Path], size: int = 224, limit: int | None = None,
+               seed: int = 0, min_score: float = 0.5) -> RealCrops:
+    """Up to `limit` real hand crops from one or more folders (or image files); see the module doc.
+
+    A folder holding YOLO-pose labels with keypoints is read from its labels; any other folder
+    (or image) goes through the teacher. Raises a UserError when a source does not exist or
+    when no hand is found at all (a calibration set with no hands in it is a mistake, never
+    an empty calibration).
+    """
+    from shared.data.labels import label_path_for, list_images, read_labels
+
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    sources = [Path(s) for s in sources]
+    if not sources:
+        raise UserError("no calibration / test source given; pass a folder of real photos")
+    limit = limit if limit and limit > 0 else None
+    crops: list[np.ndarray] = []
+    kps: list[np.ndarray] = []
+    names: list[str] = []
+    read = 0
+    unreadable: list[str] = []
+    how = set()
+    teacher = None
+    for src in sources:
+        if not src.exists():
+            raise UserError(f"{src}: no such folder or image; pass a folder of real photos of hands")
+        pairs = _label_dirs(src) if src.is_dir() else []
+        labelled: list[tuple[Path, list[np.ndarray] | None]] = []  # image, its keypoint labels (None = teacher)
+        if pairs:
+            for images_dir, labels_dir in pairs:
+                for image in list_images(images_dir):
+                    label_file = label_path_for(image, images_dir, labels_dir)
+                    labels = read_labels(label_file, num_classes=1000)[0] if label_file.is_file() else []
+                    with_kp = [lab for lab in labels if lab.has_keypoints]
+                    # A dataset with boxes only (human labels) goes through the teacher instead.
+                    labelled.append((image, with_kp if with_kp or not labels else None))
+            if all(v is None or not v for _, v in labelled):
+                labelled = [(p, None) for p, _ in labelled]
+        else:
+            paths = list_images(src) if src.is_dir() else [src]
+            labelled = [(p, None) for p in paths]
+        for image, labels in [labelled[i] for i in np.random.default_rng(seed).permutation(len(labelled))]:
+            if limit is not None and len(crops) >= limit:
+                break
+            bgr = cv2.imread(str(image), cv2.IMREAD_COLOR)
+            if bgr is None:
+                unreadable.append(str(image))  # only shrinks the set; named by the caller
+                continue
+            read += 1
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            h, w = rgb.shape[:2]
+            if labels is not None:
+                hands = [lab.keypoints_px(w, h) for lab in labels]
+                how.add("labels")
+            else:
+                teacher = teacher or _teacher()
+                found = teacher.process(rgb)
+                keep = np.ones(len(found.xyxy), bool) if found.score is None else found.score >= min_score
+                hands = [] if found.keypoints is None else list(found.keypoints[keep])
+                how.add("teacher")
+            for kp in hands:
+                if limit is not None and len(crops) >= limit:
+                    break
+                crop, kp_crop = crop_from_landmarks(rgb, np.asarray(kp, np.float64), size)
+                crops.append(crop)
+                kps.append(kp_crop)
+                names.append(str(image))
+    if not crops:
+        where = ", ".join(str(s) for s in sources)
+        raise UserError(f"{where}: no hand found in {read} image(s); calibration and verification need real "
+                        "photos of hands (or a YOLO-pose dataset with keypoints, e.g. from components.autolabel)")
+    x = np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32) * (1.0 / 255.0)  # [N, 3, S, S]
+    return RealCrops(x=np.ascontiguousarray(x), keypoints=np.stack(kps), sources=names, images_read=read,
+                     unreadable=unreadable, how="+".join(sorted(how)))

@@ -1,0 +1,397 @@
+"""INT8 on the CPU: ONNX Runtime static quantization of BlazeHand, checked on real crops.
+
+    report = quantize_blazehand("hand.onnx", "hand_int8.onnx", calibration=real_crops(...),
+                                tests={"hagrid_sample": real_crops(...)})
+
+Recipe (`QuantizeConfig`): QDQ format, per-channel s8 weights, u8 activations, ranges from
+real hand crops (`shared.inference.real_crops`, the same reader the TensorRT INT8 calibrator
+uses). The activation ranges are computed once and cached; every later quantization of the
+same file (with other layers left in float) reuses them, so the sensitivity sweep costs one
+quantization per layer, not one calibration.
+
+Mixed precision: the calibration crops are split into a calibration part and a validation
+part (other photos). When the all-int8 model misses the tolerance on the validation crops,
+each Conv / Gemm is quantized ALONE (the rest in float) and the landmark error it brings is
+measured: its sensitivity. (The other direction, everything int8 but one layer, says little:
+the error is spread over the backbone, and leaving one layer in float moves the validation
+mean by < 0.01 px for all but the stem.) The most sensitive layers are then kept in float,
+the fewest that bring the validation error within tolerance (a bisection over the ranking),
+at most `max_float_layers`. The result
+is then verified against the float model on HELD-OUT crops (other people), and
+`QuantizeReport.failed` names the first tolerance that is missed: the caller must not ship
+the INT8 file then (components.export keeps the float model and exits 2).
+
+Errors are in crop pixels of the model's input (224 for BlazeHand), measured only on crops
+where the float model finds a hand (presence >= 0.5): the pipeline drops the others.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from shared.config import option
+from shared.errors import UserError
+
+if TYPE_CHECKING:
+    from shared.inference.real_crops import RealCrops
+
+TOL_MEAN_PX = 1.0  # int8 vs fp32 landmarks, mean over keypoints of present hands, px at 224
+TOL_P99_PX = 4.0  # ... 99th percentile
+TOL_GESTURE = 0.01  # gesture (argmax) agreement must be >= 1 - this
+PRESENT = 0.5  # presence threshold (the pipeline's min_presence)
+QUANTIZABLE = ("Conv", "Gemm", "MatMul")  # the layers the sensitivity sweep looks at
+
+
+@dataclass
+class QuantizeConfig:
+    calibrate_method: str = option("minmax", "activation ranges: minmax, entropy or percentile",
+                                   choices=["minmax", "entropy", "percentile"])
+    activation_symmetric: bool = option(False, "symmetric activation ranges (zero point 128 for u8)")
+    per_channel: bool = option(True, "one weight scale per output channel")
+    val_fraction: float = option(0.25, "part of the calibration crops (whole photos) kept out of calibration "
+                                       "to choose the float layers", min=0.0, max=0.9)
+    max_float_layers: int = option(12, "keep at most this many Conv/Gemm layers in float", min=0)
+    tol_mean_px: float = option(TOL_MEAN_PX, "int8 vs fp32 landmark tolerance: mean, px at the input size", min=0)
+    tol_p99_px: float = option(TOL_P99_PX, "int8 vs fp32 landmark tolerance: 99th percentile, px", min=0)
+    threads: int = option(1, "onnxruntime threads for the checks and the timing", min=0)
+
+
+@dataclass
+class LayerCost:
+    """One layer kept in float: what the validation error and the speed were after adding it."""
+
+    node: str
+    op_type: str
+    alone_mean_px: float  # validation mean error with ONLY this layer int8 (its sensitivity)
+    alone_p99_px: float
+
+
+@dataclass
+class QuantizeReport:
+    int8_path: str
+    float_path: str
+    calibration_crops: int
+    validation_crops: int
+    config: dict
+    all_int8: dict[str, float]  # validation metrics with every layer quantized
+    float_layers: list[LayerCost] = field(default_factory=list)
+    sensitivity: list[dict] = field(default_factory=list)  # every layer: node, op_type, mean/p99 px when alone int8
+    chosen: dict[str, float] = field(default_factory=dict)  # validation metrics of the shipped mix
+    tests: dict[str, dict[str, float]] = field(default_factory=dict)  # held-out set -> metrics
+    speed_ms: dict[str, float] = field(default_factory=dict)  # fp32 / int8, batch 1
+    failed: str = ""  # the first tolerance missed on a held-out set ("" = passed)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+
+# --------------------------------------------------------------------------- running
+
+
+def session(path: str | Path, threads: int = 1):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def run_model(path: str | Path, x: np.ndarray, threads: int = 1, batch: int = 16) -> dict[str, np.ndarray]:
+    """Outputs of the ONNX file on [N, 3, S, S] inputs, by name (batch 1 when the batch is fixed)."""
+    sess = session(path, threads)
+    name = sess.get_inputs()[0].name
+    fixed = sess.get_inputs()[0].shape[0]
+    step = fixed if isinstance(fixed, int) and fixed > 0 else batch
+    names = [o.name for o in sess.get_outputs()]
+    chunks = [sess.run(names, {name: x[i:i + step]}) for i in range(0, len(x), step)]
+    return {n: np.concatenate([c[k] for c in chunks]) for k, n in enumerate(names)}
+
+
+def time_model(path: str | Path, x: np.ndarray, threads: int = 1, runs: int = 200, warmup: int = 20) -> float:
+    """Median ms of one batch-1 run."""
+    sess = session(path, threads)
+    feed = {sess.get_inputs()[0].name: np.ascontiguousarray(x[:1])}
+    for _ in range(warmup):
+        sess.run(None, feed)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        sess.run(None, feed)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1e3)
+
+
+def compare_blazehand(out: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, float]:
+    """int8 (`out`) vs float (`ref`) BlazeHand outputs on the same crops.
+
+    Landmark error (px at the input size) over the keypoints of crops where the float model finds
+    a hand; presence agreement (both above or both below 0.5) and max |diff|; gesture (argmax)
+    agreement on the present crops.
+    """
+    present = ref["presence"][:, 0] >= PRESENT  # [N]
+    dist = np.linalg.norm(out["landmarks"][..., :2] - ref["landmarks"][..., :2], axis=-1)[present]  # [M, 21]
+    same = (out["presence"][:, 0] >= PRESENT) == present
+    metrics = {
+        "crops": float(len(present)), "present": float(present.sum()),
+        "mean_px": float(dist.mean()) if dist.size else 0.0,
+        "p99_px": float(np.percentile(dist, 99)) if dist.size else 0.0,
+        "max_px": float(dist.max()) if dist.size else 0.0,
+        "presence_agreement": float(same.mean()),
+        "presence_max_diff": float(np.abs(out["presence"] - ref["presence"]).max()),
+    }
+    if present.any():
+        # The gesture the pipeline outputs: the shipped landmark model on each side's landmarks
+        # (MediaPipe's network has no trained gesture head of its own).
+        from shared.inference.gestures import load_gesture_model
+
+        model = load_gesture_model("default")
+        a, b = (model.predict(o["landmarks"][present][..., :2])[0] for o in (out, ref))
+        metrics["gesture_agreement"] = float((a == b).mean())
+    return metrics
+
+
+def missed_tolerance(metrics: dict[str, float], tol_mean: float, tol_p99: float) -> str:
+    """'' when `metrics` are within tolerance, else which tolerance failed and by how much."""
+    if metrics["mean_px"] > tol_mean:
+        return f"landmark mean error {metrics['mean_px']:.2f} px > {tol_mean} px"
+    if metrics["p99_px"] > tol_p99:
+        return f"landmark p99 error {metrics['p99_px']:.2f} px > {tol_p99} px"
+    if metrics["presence_agreement"] < 1.0:
+        return f"hands found differ on {1 - metrics['presence_agreement']:.1%} of the crops (presence 0.5)"
+    if metrics.get("gesture_agreement", 1.0) < 1.0 - TOL_GESTURE:
+        return f"gesture agreement {metrics['gesture_agreement']:.3f} < {1 - TOL_GESTURE:.2f}"
+    return ""
+
+
+# --------------------------------------------------------------------------- quantizing
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader over an [N, 3, S, S] array, one crop per call."""
+
+    def __init__(self, x: np.ndarray, input_name: str) -> None:
+        self.x, self.input_name, self.i = x, input_name, 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.i >= len(self.x):
+            return None
+        self.i += 1
+        return {self.input_name: self.x[self.i - 1:self.i]}
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+def quantizable_nodes(path: str | Path) -> list[tuple[str, str]]:
+    """(name, op_type) of the Conv / Gemm / MatMul nodes, in graph order."""
+    import onnx
+
+    model = onnx.load(str(path))
+    return [(n.name, n.op_type) for n in model.graph.node if n.op_type in QUANTIZABLE]
+
+
+def quantize_static_qdq(float_path: str | Path, out_path: str | Path, calib_x: np.ndarray, cache: str | Path,
+                        cfg: QuantizeConfig, nodes_to_exclude: list[str] | None = None,
+                        nodes_to_quantize: list[str] | None = None) -> Path:
+    """One QDQ quantization of `float_path`; activation ranges computed from `calib_x` into `cache`
+    on the first call and read from it afterwards."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[cfg.calibrate_method]
+    input_name = session(float_path).get_inputs()[0].name
+    quantize_static(str(float_path), str(out_path), _Reader(calib_x, input_name), quant_format=QuantFormat.QDQ,
+                    per_channel=cfg.per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=method, nodes_to_exclude=list(nodes_to_exclude or []),
+                    nodes_to_quantize=list(nodes_to_quantize) if nodes_to_quantize else None,
+                    calibration_cache_path=str(cache),
+                    extra_options={"ActivationSymmetric": cfg.activation_symmetric})
+    return Path(out_path)
+
+
+def preprocess(float_path: str | Path, out_path: str | Path) -> Path:
+    """onnxruntime's quantization pre-processing (graph optimisation, ONNX shape inference).
+    Symbolic shape inference is skipped: it cannot follow the exported Reshape of the heads."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(float_path), str(out_path), skip_symbolic_shape=True)
+    return Path(out_path)
+
+
+def split_by_photo(crops: RealCrops, val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (calibration, validation) with every photo's crops on one side."""
+    photos = sorted(set(crops.sources))
+    rng = np.random.default_rng(seed)
+    val_photos = set(rng.permutation(photos)[: int(round(len(photos) * val_fraction))].tolist())
+    val = np.array([s in val_photos for s in crops.sources])
+    if val_fraction > 0 and (val.all() or not val.any()):
+        raise UserError(f"{len(photos)} calibration photo(s) cannot be split into calibration and validation "
+                        "crops; give more photos of hands")
+    return np.flatnonzero(~val), np.flatnonzero(val)
+
+
+def quantize_blazehand(float_path: str | Path, out_path: str | Path, calibration: RealCrops,
+                       tests: dict[str, RealCrops], cfg: QuantizeConfig | None = None,
+                       log=print) -> QuantizeReport:
+    """Quantize a BlazeHand ONNX file to `out_path` with the least float layers that keep the
+    validation error within tolerance, then verify on the held-out `tests` (see the module doc).
+    `out_path` is written either way; check `report.passed` before using it."""
+    cfg = cfg or QuantizeConfig()
+    start = time.perf_counter()
+    float_path, out_path = Path(float_path), Path(out_path)
+    names = [o.name for o in session(float_path).get_outputs()]
+    if "landmarks" not in names:
+        raise UserError(f"{float_path}: INT8 export is implemented for BlazeHand (outputs landmarks, presence, ...); "
+                        f"this model outputs {names}")
+    cal_idx, val_idx = split_by_photo(calibration, cfg.val_fraction)
+    cal_x = calibration.x[cal_idx]
+    val_x = calibration.x[val_idx] if len(val_idx) else calibration.x
+    with tempfile.TemporaryDirectory(prefix="handops-int8-") as tmp:
+        tmp = Path(tmp)
+        pre = preprocess(float_path, tmp / "pre.onnx")
+        cache = tmp / "ranges.json"
+        ref_val = run_model(pre, val_x, cfg.threads)
+
+        def trial(path: Path, exclude: list[str] | None = None, only: list[str] | None = None) -> dict[str, float]:
+            quantize_static_qdq(pre, path, cal_x, cache, cfg, exclude, only)
+            return compare_blazehand(run_model(path, val_x, cfg.threads), ref_val)
+
+        best = tmp / "best.onnx"
+        all_int8 = trial(best)
+        log(f"all layers int8: validation mean {all_int8['mean_px']:.2f} px, p99 {all_int8['p99_px']:.2f} px "
+            f"({len(val_x)} crops)")
+        report = QuantizeReport(int8_path=str(out_path), float_path=str(float_path), calibration_crops=len(cal_x),
+                                validation_crops=len(val_x), config=asdict(cfg), all_int8=all_int8,
+                                chosen=all_int8)
+        if missed_tolerance(all_int8, cfg.tol_mean_px, cfg.tol_p99_px) and cfg.max_float_layers > 0:
+            nodes = quantizable_nodes(pre)
+            log(f"sensitivity: {len(nodes)} layers, each quantized alone ...")
+            candidate = tmp / "trial.onnx"
+            for node, op in nodes:
+                m = trial(candidate, only=[node])
+                report.sensitivity.append({"node": node, "op_type": op, "mean_px": m["mean_px"],
+                                           "p99_px": m["p99_px"]})
+            ranked = sorted(report.sensitivity, key=lambda s: (-s["mean_px"], -s["p99_px"]))
+            # Fewest float layers within tolerance: bisection over k (the error falls ~monotonically in k).
+            results: dict[int, dict[str, float]] = {0: all_int8}
+
+            def ok(k: int) -> bool:
+                results[k] = m = trial(candidate, exclude=[s["node"] for s in ranked[:k]])
+                log(f"  {k} most sensitive layer(s) in float: validation mean {m['mean_px']:.2f} px, "
+                    f"p99 {m['p99_px']:.2f} px")
+                return not missed_tolerance(m, cfg.tol_mean_px, cfg.tol_p99_px)
+
+            lo, hi = 1, min(cfg.max_float_layers, len(ranked))
+            if ok(hi):
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if ok(mid):
+                        hi = mid
+                    else:
+                        lo = mid + 1
+            k = hi
+            float_nodes = [s["node"] for s in ranked[:k]]
+            report.chosen = results[k]
+            quantize_static_qdq(pre, best, cal_x, cache, cfg, float_nodes)
+            report.float_layers = [LayerCost(s["node"], s["op_type"], s["mean_px"], s["p99_px"]) for s in ranked[:k]]
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        best.replace(out_path)
+    for name, crops in tests.items():
+        metrics = compare_blazehand(run_model(out_path, crops.x, cfg.threads),
+                                    run_model(float_path, crops.x, cfg.threads))
+        report.tests[name] = metrics
+        failed = missed_tolerance(metrics, cfg.tol_mean_px, cfg.tol_p99_px)
+        if failed and not report.failed:
+            report.failed = f"{name}: {failed}"
+    probe = next(iter(tests.values())).x if tests else calibration.x
+    report.speed_ms = {"fp32": time_model(float_path, probe, cfg.threads), "int8": time_model(out_path, probe,
+                                                                                               cfg.threads)}
+    report.seconds = round(time.perf_counter() - start, 1)
+    return report
+
+
+def describe(report: QuantizeReport) -> list[str]:
+    """The verification table and the float layers, as printed by components.export."""
+    lines = [f"int8: calibrated on {report.calibration_crops} real crops, float layers chosen on "
+             f"{report.validation_crops} validation crops ({report.config['calibrate_method']}"
+             f"{', symmetric activations' if report.config['activation_symmetric'] else ''})"]
+    a = report.all_int8
+    lines.append(f"all layers int8 (validation): mean {a['mean_px']:.2f} px, p99 {a['p99_px']:.2f} px, "
+                 f"max {a['max_px']:.2f} px")
+    if report.float_layers:
+        c = report.chosen
+        lines.append(f"{len(report.float_layers)} layer(s) kept in float (validation mean {c['mean_px']:.2f} px, "
+                     f"p99 {c['p99_px']:.2f} px); each one's error when quantized alone:")
+        for f in report.float_layers:
+            lines.append(f"  {f.node} ({f.op_type}): mean {f.alone_mean_px:.3f} px, p99 {f.alone_p99_px:.2f} px")
+    lines.append("held-out crops, int8 vs fp32 (px at the input size):")
+    lines.append("| set | crops | hands | mean px | p99 px | max px | hands found agree | gesture agree |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for name, m in report.tests.items():
+        gesture = f"{m['gesture_agreement']:.3f}" if "gesture_agreement" in m else "-"
+        lines.append(f"| {name} | {int(m['crops'])} | {int(m['present'])} | {m['mean_px']:.2f} | {m['p99_px']:.2f} | "
+                     f"{m['max_px']:.2f} | {m['presence_agreement']:.3f} | {gesture} |")
+    if report.speed_ms:
+        lines.append(f"speed, batch 1, {report.config['threads']} thread(s): fp32 {report.speed_ms['fp32']:.2f} ms, "
+                     f"int8 {report.speed_ms['int8']:.2f} ms "
+                     f"({report.speed_ms['fp32'] / max(report.speed_ms['int8'], 1e-9):.2f}x)")
+    return lines
+
+
+def write_report(report: QuantizeReport, path: str | Path) -> Path:
+    path = Path(path)
+    data = asdict(report)
+    data["passed"] = report.passed
+    path.write_text(json.dumps(data, indent=2))
+    return path
+
+
+def subset(crops: RealCrops, idx: np.ndarray) -> RealCrops:
+    from shared.inference.real_crops import RealCrops
+
+    return RealCrops(x=crops.x[idx], keypoints=crops.keypoints[idx], sources=[crops.sources[i] for i in idx],
+                     images_read=crops.images_read, unreadable=crops.unreadable, how=crops.how)
+
+
+def quantize_stage(cfg, float_path: Path, out_path: Path, log=print) -> dict:
+    """`components.export onnx --precision int8`: real crops from `cfg.calibration_dir` (a quarter
+    of its photos held out for the verification unless `cfg.test_dir` names other people),
+    `quantize_blazehand`, the table printed. Returns the report as a dict; when a tolerance is
+    missed its int8 file is renamed `<stem>_int8_rejected.onnx` and `out_path` is not written."""
+    from shared.inference.real_crops import real_crops
+
+    calibration = real_crops(cfg.calibration_dir, size=224, limit=cfg.calibration_limit)
+    log(f"calibration: {len(calibration)} real hand crops from {calibration.images_read} photo(s) "
+        f"({calibration.how})")
+    for bad in calibration.unreadable:
+        log(f"skipped {bad}: not a readable image")
+    if cfg.test_dir:
+        tests = {Path(d).name: real_crops(d, size=224, limit=cfg.test_limit) for d in cfg.test_dir}
+    else:
+        cal_idx, test_idx = split_by_photo(calibration, 0.25, seed=1)
+        tests = {"held-out calibration photos": subset(calibration, test_idx)}
+        calibration = subset(calibration, cal_idx)
+    qcfg = QuantizeConfig(max_float_layers=cfg.max_float_layers, tol_mean_px=cfg.tol_mean_px,
+                          tol_p99_px=cfg.tol_p99_px)
+    report = quantize_blazehand(float_path, out_path, calibration, tests, qcfg, log=log)
+    for line in describe(report):
+        log(line)
+    if report.failed:
+        rejected = out_path.with_name(f"{out_path.stem}_int8_rejected{out_path.suffix}")
+        Path(out_path).replace(rejected)
+        report.int8_path = str(rejected)
+    data = asdict(report)
+    data["passed"] = report.passed
+    return data
+

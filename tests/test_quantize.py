@@ -1,0 +1,123 @@
+"""INT8 on the CPU: `components.export onnx --precision int8` calibrates BlazeHand on real hand
+crops (the MediaPipe teacher's, `shared.inference.real_crops`), keeps the most sensitive layers
+in float and verifies the result against the float model on crops of other people; a model that
+misses a tolerance is never written. Also fp16 and the bad inputs.
+
+Real photos from ../shared/data: hagrid_train (calibration), hagrid_sample (other people).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from components.export import main as export_main
+from shared.errors import run_cli
+from shared.inference.real_crops import real_crops
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TRAIN = DATA / "hagrid_train" / "images"
+SAMPLE = DATA / "hagrid_sample"
+pytestmark = pytest.mark.skipif(not TRAIN.is_dir() or not SAMPLE.is_dir(), reason="needs ../shared/data (real photos)")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> dict[str, Path]:
+    """Two small folders of real photos: calibration (train people), test (other people)."""
+    root = tmp_path_factory.mktemp("int8")
+    cal, test = root / "cal", root / "test"
+    for folder in ("fist", "one", "palm", "like", "peace"):
+        (cal / folder).mkdir(parents=True)
+        for p in sorted((TRAIN / folder).glob("*.jpg"))[:6]:
+            shutil.copyfile(p, cal / folder / p.name)
+    test.mkdir()
+    for p in sorted((SAMPLE / "images").rglob("*.jpg"))[::8][:12]:
+        shutil.copyfile(p, test / p.name)
+    return {"cal": cal, "test": test}
+
+
+def _export(tmp_path: Path, *extra: str) -> int:
+    """The CLI as `python -m components.export` runs it: its exit status."""
+    with pytest.raises(SystemExit) as done:
+        run_cli(export_main, ["onnx", "--model_type", "blazehand_full", "--output_path", str(tmp_path / "hand.onnx"),
+                              *extra])
+    return done.value.code
+
+
+def test_real_crops_are_hands_the_teacher_found(photos):
+    crops = real_crops(photos["cal"], size=224, limit=20)
+    assert len(crops) == 20 and crops.x.shape == (20, 3, 224, 224) and crops.how == "teacher"
+    assert 0.0 <= crops.x.min() and crops.x.max() <= 1.0
+    # the crop is placed by the landmarks: they sit inside it, the wrist below the fingertips (upright)
+    kp = crops.keypoints[..., :2]
+    assert ((kp > 0) & (kp < 224)).mean() > 0.95
+    assert np.median(kp[:, 0, 1] - kp[:, 12, 1]) > 40
+
+
+def test_int8_export_that_misses_the_tolerance_is_not_written(photos, tmp_path, capsys):
+    # every layer int8 (no float layers allowed) moves the landmarks by ~2 px mean: over 1.0 px
+    code = _export(tmp_path, "--precision", "int8", "--calibration_dir", str(photos["cal"]),
+                   "--test_dir", str(photos["test"]), "--max_float_layers", "0", "--calibration_limit", "24")
+    err = capsys.readouterr().err
+    assert code == 2 and "error:" in err and "misses a tolerance" in err and "px" in err
+    assert not (tmp_path / "hand.onnx").exists()  # never a silently degraded model
+    assert (tmp_path / "hand_fp32.onnx").is_file() and (tmp_path / "hand_int8_rejected.onnx").is_file()
+    summary = json.loads((tmp_path / "hand.json").read_text())
+    assert summary["precision"] == "int8" and summary["quantization"]["passed"] is False
+
+
+def test_int8_export_within_its_tolerance_runs_and_is_quantized(photos, tmp_path, capsys):
+    code = _export(tmp_path, "--precision", "int8", "--calibration_dir", str(photos["cal"]),
+                   "--test_dir", str(photos["test"]), "--max_float_layers", "0", "--calibration_limit", "24",
+                   "--tol_mean_px", "20", "--tol_p99_px", "200")
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "hand.json").read_text())
+    q = summary["quantization"]
+    if code == 2:  # the only other tolerance: the same hands found on every test crop
+        assert "hands found differ" in q["failed"]
+        pytest.skip(f"presence flipped on a test crop at all-int8: {q['failed']}")
+    assert code == 0 and "held-out crops, int8 vs fp32" in out
+    path = tmp_path / "hand.onnx"
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    (test_metrics,) = q["tests"].values()
+    assert test_metrics["crops"] >= 8 and 0 < test_metrics["mean_px"] < 20
+    assert q["speed_ms"]["int8"] > 0 and q["calibration_crops"] > 0
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = real_crops(photos["test"], size=224, limit=1).x
+    outputs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {sess.get_inputs()[0].name: x})))
+    assert outputs["landmarks"].shape[-2:] == (21, 3) and outputs["presence"][0, 0] > 0.5
+
+
+def test_fp16_export_keeps_the_float_model(tmp_path, capsys):
+    assert _export(tmp_path, "--precision", "fp16") == 0
+    out = capsys.readouterr().out
+    assert "fp16: max |fp16 - fp32|" in out
+    weights = [t for t in onnx.load(str(tmp_path / "hand.onnx")).graph.initializer if t.data_type == 10]  # FLOAT16
+    assert weights and (tmp_path / "hand_fp32.onnx").is_file()
+
+
+@pytest.mark.parametrize("case", ["no_calibration", "no_hands", "not_blazehand", "missing_folder"])
+def test_int8_bad_input_is_one_error(case, tmp_path, capsys):
+    # one `error:` line naming the problem and the fix, exit 2, nothing half-written
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(empty / f"{i}.jpg"), np.full((240, 320, 3), 90 + 40 * i, np.uint8))
+    args = {"no_calibration": ["--precision", "int8"],
+            "no_hands": ["--precision", "int8", "--calibration_dir", str(empty)],
+            "not_blazehand": ["--precision", "int8", "--calibration_dir", str(empty), "--model_type", "blazepalm_full"],
+            "missing_folder": ["--precision", "int8", "--calibration_dir", str(tmp_path / "nope")]}[case]
+    code = _export(tmp_path, *args)
+    err = capsys.readouterr().err
+    expected = {"no_calibration": "needs --calibration_dir", "no_hands": "no hand found",
+                "not_blazehand": "implemented for BlazeHand", "missing_folder": "no such folder"}[case]
+    assert code == 2 and expected in err and "Traceback" not in err, err
+    assert not (tmp_path / "hand.onnx").exists()
