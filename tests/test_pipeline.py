@@ -230,6 +230,8 @@ def test_real_preset_runs_end_to_end(tmp_path: Path) -> None:
     assert 0.0 <= report["metrics"]["gestures"]["accuracy"] <= 1.0
     assert len(report["confusion"]) == 5 and report["confusion_labels"][-2:] == ["missed", "unknown"]
     assert [r["epoch"] for r in report["recall_curve"]] == [1]
+    by_set = report["detector_by_set"]["hagrid_sample"]  # the final detector on each test set alone
+    assert by_set["images"] == 124 and 0.0 <= by_set["recall"] <= 1.0
     assert (out / "dataset" / "contact_sheet.png").is_file() and (out / "classifier" / "MODEL_CARD.md").is_file()
     assert (tmp_path / "repo").is_dir()
 

@@ -140,7 +140,6 @@ def build_detector_view(data: str | Path, test_dirs: list, view: str | Path, pos
     data, view, test_dirs = Path(data), Path(view), [Path(d) for d in test_dirs]
     if view.exists():
         shutil.rmtree(view)
-    zeros = " ".join(["0 0 0"] * NUM_KEYPOINTS)
     n = 0
     for split in ("train", "val", "test"):
         target = "train" if test_dirs or split == "train" else "val"
@@ -159,16 +158,25 @@ def build_detector_view(data: str | Path, test_dirs: list, view: str | Path, pos
             (view / target / "labels" / f"{image.stem}.txt").write_text("\n".join(lines) + "\n")
             n += 1
     for root in test_dirs:
-        for path, boxes in read_hand_boxes(root):
-            stem = f"{root.name}_{path.stem}"
-            _put_image(path, view / "val" / "images" / f"{stem}.jpg", resize)
-            b = np.clip(boxes, 0, 1)
-            lines = [f"0 {(x1 + x2) / 2:.6f} {(y1 + y2) / 2:.6f} {x2 - x1:.6f} {y2 - y1:.6f}"
-                     + (" " + zeros if pose else "") for x1, y1, x2, y2 in b]
-            (view / "val" / "labels").mkdir(parents=True, exist_ok=True)
-            (view / "val" / "labels" / f"{stem}.txt").write_text("\n".join(lines) + "\n")
+        put_test_set(root, view / "val", pose, resize)
     info = {"path": str(view.resolve()), "train": "train/images", "val": "val/images", "names": {0: "hand"}}
     if pose:
         info.update(kpt_shape=[NUM_KEYPOINTS, 3], flip_idx=list(FLIP_IDX))
     (view / "data.yaml").write_text(yaml.safe_dump(info, sort_keys=False))
     return view / "data.yaml"
+
+
+def put_test_set(root: str | Path, split: str | Path, pose: bool = False, resize: int = 0) -> Path:
+    """The annotated hands of a test set (`read_hand_boxes`) as one-class YOLO files under
+    `split`/images and `split`/labels, images named `<set>_<stem>`; returns `split`."""
+    root, split = Path(root), Path(split)
+    zeros = " ".join(["0 0 0"] * NUM_KEYPOINTS)
+    (split / "labels").mkdir(parents=True, exist_ok=True)
+    for path, boxes in read_hand_boxes(root):
+        stem = f"{root.name}_{path.stem}"
+        _put_image(path, split / "images" / f"{stem}.jpg", resize)
+        b = np.clip(boxes, 0, 1)
+        lines = [f"0 {(x1 + x2) / 2:.6f} {(y1 + y2) / 2:.6f} {x2 - x1:.6f} {y2 - y1:.6f}"
+                 + (" " + zeros if pose else "") for x1, y1, x2, y2 in b]
+        (split / "labels" / f"{stem}.txt").write_text("\n".join(lines) + "\n")
+    return split
