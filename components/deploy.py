@@ -120,7 +120,8 @@ class DeployConfig:
     queue_delay_us: int = option(200, "dynamic batching: how long a network request may wait for others (us)", min=0)
     threads: int = option(0, "--backend python: onnxruntime threads per network (0 = onnxruntime's default)", min=0)
     fp16: bool = option(True, "--backend tensorrt: build engines with FP16 kernels")
-    work_dir: str = option("", "where exports made here are cached ('' = .cache/exports)")
+    work_dir: str = option("", "where exports made here are cached ('' = <cache>/exports; "
+                                       "cache: $HANDOPS_CACHE, the checkout's .cache or ~/.cache/handops)")
     pipeline: dict = option({}, "more HandPipeline settings for hand_pipeline (YAML only), e.g. {detect_interval: "
                                 "10, min_presence: 0.6}; see shared/inference/pipeline.py")
 
@@ -183,9 +184,9 @@ def check_against_spec(path: Path, expected: Any) -> None:
 def _work_dir(cfg: DeployConfig) -> Path:
     if cfg.work_dir:
         return Path(cfg.work_dir)
-    from shared.serving.server import PROJECT_ROOT
+    from shared.paths import cache_root
 
-    return PROJECT_ROOT / ".cache" / "exports"
+    return cache_root() / "exports"
 
 
 def hand_model_onnx(cfg: DeployConfig) -> tuple[Path, Any, bool]:

@@ -135,7 +135,8 @@ class PipelineConfig:
     track_min_hits: int = option(2, "matched frames before a new track gets an id")
     smooth_keypoints: bool = option(True, "One-Euro smoothing of tracked keypoints")
     fps: float = option(30.0, "frame rate for smoothing when frames carry no timestamp")
-    work_dir: str = option("", "where exported ONNX / TensorRT files are cached ('' = .cache/exports)")
+    work_dir: str = option("", "where exported ONNX / TensorRT files are cached ('' = <cache>/exports; "
+                                       "cache: $HANDOPS_CACHE, the checkout's .cache or ~/.cache/handops)")
     triton_url: str = option("127.0.0.1:8001", "--backend triton: gRPC address of a Triton serving the deployed "
                                                "detector and hand_landmarks (components.deploy / components.serve)")
 

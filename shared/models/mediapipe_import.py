@@ -58,9 +58,11 @@ def project_root() -> Path:
 
 
 def default_cache_dir() -> Path:
-    """`$HANDOPS_CACHE/mediapipe` when the variable is set, else `<project>/.cache/mediapipe`."""
-    root = os.environ.get(CACHE_ENV)
-    return (Path(root) if root else project_root() / ".cache") / "mediapipe"
+    """`<cache root>/mediapipe` (`shared.paths.cache_root`: $HANDOPS_CACHE, the checkout's .cache,
+    or ~/.cache/handops for an installed package)."""
+    from shared.paths import cache_root
+
+    return cache_root() / "mediapipe"
 
 
 def find_wheel(cache_dir: str | Path | None = None) -> Path | None:

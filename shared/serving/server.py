@@ -35,10 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import UserError
+from shared.paths import cache_root
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VENV = PROJECT_ROOT / ".venv-triton"
-DEFAULT_CACHE = PROJECT_ROOT / ".cache" / "triton"
+DEFAULT_CACHE = cache_root() / "triton"
 SETUP_HINT = "run `make triton-venv` (tools/setup_triton_venv.sh) to create it"
 
 

@@ -1,0 +1,86 @@
+"""handops installs as a package: a wheel built from the checkout, installed with `--no-deps` into
+a fresh venv that reuses this venv's dependencies (so CI does not download torch twice), gives
+the `handops` command and the Python API, run from another folder, writing nothing there."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import site
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTO = ROOT.parent / "shared" / "data" / "hagrid_sample" / "images" / "palm"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("pkg")
+    # a copy of the sources: setuptools builds in the source folder (build/, *.egg-info)
+    src = tmp / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv*", ".cache", ".git", "outputs", "runs", "build",
+                                                             "*.egg-info", "__pycache__", "triton_repo"))
+    wheels = tmp / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
+                    str(src)], check=True, capture_output=True, timeout=300)
+    (wheel,) = wheels.glob("handops-*.whl")
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    py = venv / "bin" / "python"
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    Path(purelib, "_handops_deps.pth").write_text(site.getsitepackages()[0] + "\n")  # this venv's dependencies
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True,
+                   capture_output=True, timeout=300)
+    return venv
+
+
+def _run(venv: Path, args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HANDOPS_CACHE")}
+    return subprocess.run(args, cwd=cwd, env={**clean, **env, "PATH": f"{venv / 'bin'}:{clean['PATH']}"},
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_handops_command_lists_the_stages_and_runs_one(installed, tmp_path):
+    done = _run(installed, ["handops", "--help"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    for stage in ("pipeline", "autolabel", "infer", "export", "deploy", "serve"):
+        assert f"\n  {stage} " in done.stdout
+    done = _run(installed, ["handops", "export", "onnx", "--help"], tmp_path)
+    assert done.returncode == 0 and "--precision" in done.stdout
+    done = _run(installed, ["handops", "infer", "--input_dir", str(tmp_path / "nope"), "--output_dir",
+                            str(tmp_path / "o")], tmp_path)
+    assert done.returncode == 2 and done.stderr.startswith("error:") and "Traceback" not in done.stderr
+    done = _run(installed, ["handops", "nope"], tmp_path)
+    assert done.returncode == 2 and "unknown sub-command" in done.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written into the working folder
+
+
+@pytest.mark.skipif(not PHOTO.is_dir(), reason="needs ../shared/data (a real photo)")
+def test_python_api_from_the_installed_package(installed, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "mediapipe").symlink_to(ROOT / ".cache" / "mediapipe")  # the models `make setup` fetched
+    work = tmp_path / "work"
+    work.mkdir()
+    photo = sorted(PHOTO.glob("*.jpg"))[0]
+    code = textwrap.dedent(f"""
+        import cv2, shared
+        from shared.inference.pipeline import HandPipeline, PipelineConfig
+        assert "site-packages" in shared.__file__, shared.__file__
+        pipe = HandPipeline(PipelineConfig(static=True))
+        hands = pipe.process(cv2.cvtColor(cv2.imread({str(photo)!r}), cv2.COLOR_BGR2RGB))
+        print(len(hands), hands.keypoints.shape[1:], *[int(g) for g in hands.gesture])
+    """)
+    done = _run(installed, [str(installed / "bin" / "python"), "-c", code], work, HANDOPS_CACHE=str(cache))
+    assert done.returncode == 0, done.stderr[-3000:]
+    count, *gestures = done.stdout.replace("(21, 3)", "").split()
+    assert int(count) >= 1 and "(21, 3)" in done.stdout
+    assert all(int(g) >= 0 for g in gestures)  # a palm photo: every hand gets a gesture, no training first
+    assert list(work.iterdir()) == []  # caches went to $HANDOPS_CACHE, not the working folder
+    assert any((cache / "exports").iterdir())
