@@ -24,7 +24,9 @@ class HandResults:
 
     xyxy:          [N, 4] float32 box corners
     score:         [N] float32 detection / presence score
-    keypoints:     [N, 21, 3] float32 x, y pixels + visibility/confidence
+    keypoints:     [N, 21, 3] float32 x, y pixels + a confidence: from the pipeline, the hand's
+                   presence repeated (MediaPipe's landmark network gives no per-keypoint
+                   visibility); from labels, the YOLO-pose visibility 0/1/2
     gesture:       [N] int64 index into `shared.hand.GESTURES` (-1 = no gesture model ran,
                    -2 = the model's best score was below its threshold: "unknown")
     gesture_score: [N] float32

@@ -71,10 +71,11 @@ def test_python_api_from_the_installed_package(installed, tmp_path):
     photo = sorted(PHOTO.glob("*.jpg"))[0]
     code = textwrap.dedent(f"""
         import cv2, shared
-        from shared.inference.pipeline import HandPipeline, PipelineConfig
+        from shared.inference.pipeline import HandPipeline
         assert "site-packages" in shared.__file__, shared.__file__
-        pipe = HandPipeline(PipelineConfig(static=True))
-        hands = pipe.process(cv2.cvtColor(cv2.imread({str(photo)!r}), cv2.COLOR_BGR2RGB))
+        pipe = HandPipeline.from_defaults(static=True)  # the README's snippet
+        hands = pipe(cv2.cvtColor(cv2.imread({str(photo)!r}), cv2.COLOR_BGR2RGB))
+        assert hands.to_json()[0]["gesture"] is not None
         print(len(hands), hands.keypoints.shape[1:], *[int(g) for g in hands.gesture])
     """)
     done = _run(installed, [str(installed / "bin" / "python"), "-c", code], work, HANDOPS_CACHE=str(cache))

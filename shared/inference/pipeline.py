@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -327,6 +328,17 @@ class HandPipeline:
         self.last_timings: list[FrameTiming] = []
 
     # ------------------------------------------------------------------ public
+    @classmethod
+    def from_defaults(cls, **overrides: Any) -> HandPipeline:
+        """`components.infer`'s defaults (MediaPipe's networks on ONNX Runtime, 1 thread, the shipped
+        gesture model; tracking across frames) with any `PipelineConfig` field overridden, e.g.
+        `from_defaults(static=True)` for unrelated photos."""
+        return cls(PipelineConfig(**overrides))
+
+    def __call__(self, image: np.ndarray, timestamp: float | None = None) -> HandResults:
+        """Same as `process`."""
+        return self.process(image, timestamp)
+
     def process(self, image: np.ndarray, timestamp: float | None = None) -> HandResults:
         """Hands in one RGB uint8 frame [H, W, 3], pixels of that frame."""
         _check_image(image)
