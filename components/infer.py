@@ -19,6 +19,10 @@ Defaults need nothing trained: MediaPipe's palm detector and hand-landmark netwo
 hand below `--gesture_threshold` is "unknown" with its score. A trained `.pth` with its own
 gesture head takes over the gesture.
 
+`--input_dir` also takes one image or a quoted glob pattern ('shots/**/*.jpg'). Each run gets
+its own folder: when `--output_dir` already holds an earlier run, the next free `<name>2`,
+`<name>3`, ... is used (said on stderr) unless `--exist_ok`.
+
 Writes to `--output_dir`: `results.jsonl` (one line per frame: {"frame", "image", "hands":
 [{"xyxy", "score", "keypoints", "gesture", "gesture_score", "handedness", "track_id"}]}, pixels
 of the original image), annotated images (`annotated/`) or `annotated.mp4`, `tracks.txt`
@@ -44,10 +48,14 @@ from shared.inference.pipeline import BACKENDS, DETECTORS, MODEL_TYPES, HandPipe
 
 @dataclass
 class InferConfig:
-    input_dir: str = option("", "folder of images: unrelated photos, each on its own (static mode); with --sequence "
-                                "the frames of one video, tracked in sorted order")
+    input_dir: str = option("", "folder of images, one image, or a glob pattern ('photos/*.jpg', quoted): unrelated "
+                                "photos, each on its own (static mode); with --sequence the frames of one video, "
+                                "tracked in sorted order")
     video: str = option("", "a video file, or a camera index (0, 1, ...)")
-    output_dir: str = option("outputs/infer", "where results.jsonl, annotated media, tracks.txt, summary.json go")
+    output_dir: str = option("outputs/infer", "where results.jsonl, annotated media, tracks.txt, summary.json go; "
+                                              "a folder holding an earlier run gets a fresh sibling (infer2, ...)")
+    exist_ok: bool = option(False, "write into --output_dir even when it holds an earlier run (its files are "
+                                   "replaced, others stay)")
     detector: str = option("blazepalm", "hand detector", metadata={"choices": list(DETECTORS)})
     yolo_model: str = option("", "--detector yolo: a trained Ultralytics .pt or .onnx")
     model_weights: str = option("mediapipe", "crop-model weights: 'mediapipe' or a .pth (an .onnx / .engine "
@@ -131,11 +139,23 @@ def _check_paths(cfg: InferConfig) -> None:
         raise UserError(f"--batch_size must be >= 1, got {cfg.batch_size}")
     is_static(cfg)  # --sequence / --static contradictions, before anything is opened
     check_writable(cfg.output_dir, "--output_dir")
-    if cfg.input_dir:
+    if cfg.input_dir and not any(c in cfg.input_dir for c in "*?[") and Path(cfg.input_dir).is_dir():
         inp, out = Path(cfg.input_dir).resolve(), Path(cfg.output_dir).resolve()
         if out == inp or inp in out.parents:
             raise UserError(f"--output_dir {cfg.output_dir} lies inside --input_dir {cfg.input_dir}; choose a "
                             "separate folder (inputs are never modified, and outputs would be read as frames)")
+
+
+def run_dir(out: Path, exist_ok: bool) -> Path:
+    """`out`, or when it already holds files and `exist_ok` is off, the first free `out2`, `out3`, ...
+    so that one run's files never mix with an earlier run's."""
+    if exist_ok or not out.is_dir() or not any(out.iterdir()):
+        return out
+    n = 2
+    while (fresh := out.with_name(f"{out.name}{n}")).exists() and any(fresh.iterdir()):
+        n += 1
+    print(f"{out} holds an earlier run: writing to {fresh} (--exist_ok writes into {out})", file=sys.stderr)
+    return fresh
 
 
 def run_inference(cfg: InferConfig) -> InferResult:
@@ -146,7 +166,7 @@ def run_inference(cfg: InferConfig) -> InferResult:
     _check_paths(cfg)
     source = open_source(cfg.input_dir, cfg.video)  # bad paths fail here, before any output exists
     pipe = HandPipeline(pipeline_config(cfg))  # ... and bad weights / models here
-    out = Path(cfg.output_dir)
+    out = run_dir(Path(cfg.output_dir), cfg.exist_ok)
     out.mkdir(parents=True, exist_ok=True)
     is_video = bool(cfg.video)
     fps_in = source.fps or pipe.cfg.fps

@@ -17,6 +17,7 @@ import pytest
 from components.infer import InferConfig, main, run_inference
 from shared.data.hagrid import read_hagrid
 from shared.data.labels import read_labels
+from shared.errors import UserError
 from shared.geometry import Roi, apply_affine, iou_matrix
 from shared.hand import GESTURES, NUM_KEYPOINTS
 from shared.inference.backends import ModelRef, create_crop_model, create_detector
@@ -371,6 +372,26 @@ def test_infer_folder_of_photos_is_static_by_default(tmp_path, work_dir):
     rows = read_results(tmp_path / "static" / "results.jsonl")
     assert all((r.track_id == -1).all() for _, _, r in rows)  # no ids: the images are unrelated
     assert runs["sequence_summary"]["mode"] == "tracking" and runs["sequence"].frames == 3
+
+
+def test_infer_takes_one_image_or_a_glob_and_never_mixes_runs(tmp_path, work_dir, capsys):
+    photos = sorted(PALM_DIR.glob("*.jpg"))[:3]
+    out = tmp_path / "out"
+
+    def run(spec: str, **extra) -> tuple:
+        result = run_inference(InferConfig(input_dir=spec, output_dir=str(out), annotate=False,
+                                           pipeline={"work_dir": work_dir}, **extra))
+        return Path(result.output_dir), [r[1] for r in read_results(Path(result.output_dir) / "results.jsonl")]
+
+    assert run(str(photos[0])) == (out, [photos[0].name])  # one image
+    # an earlier run in `out`: the next run goes to a fresh sibling, the first stays as it was
+    where, names = run(str(PALM_DIR / "*.jpg"))  # a glob
+    assert where == tmp_path / "out2" and len(names) == len(list(PALM_DIR.glob("*.jpg")))
+    assert "holds an earlier run" in capsys.readouterr().err
+    assert [r[1] for r in read_results(out / "results.jsonl")] == [photos[0].name]
+    assert run(str(photos[1]), exist_ok=True) == (out, [photos[1].name])  # --exist_ok writes into it
+    with pytest.raises(UserError, match="matches no image"):
+        run(str(tmp_path / "nothing" / "*.jpg"))
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -13,6 +13,7 @@ frame that cannot be decoded, so the caller reports it and goes on. Writers:
 
 from __future__ import annotations
 
+import glob
 import json
 import sys
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ import cv2
 import numpy as np
 
 from shared.data.images import check_image
-from shared.data.labels import list_images
+from shared.data.labels import IMAGE_SUFFIXES, list_images
 from shared.errors import UserError
 from shared.results import HandResults
 
@@ -39,19 +40,35 @@ class Frame:
 
 
 class ImageFolderSource:
-    """Every image under a folder (recursively), sorted by path: one sequence."""
+    """Every image under a folder (recursively), one image file, or the images a glob pattern
+    matches (`photos/*.jpg`, `data/**/*.png`), sorted by path: one sequence."""
 
     fps: float | None = None
 
     def __init__(self, folder: str | Path) -> None:
-        self.root = Path(folder)
-        if not self.root.exists():
-            raise UserError(f"--input_dir {self.root} does not exist; pass a folder of images")
-        if not self.root.is_dir():
-            raise UserError(f"--input_dir {self.root} is not a folder; for a video file use --video")
-        self.paths = list_images(self.root)
-        if not self.paths:
-            raise UserError(f"--input_dir {self.root} holds no images (.jpg, .png, ...); check the path")
+        spec = str(folder)
+        if any(c in spec for c in "*?["):
+            parts = Path(spec).parts
+            fixed = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), len(parts))
+            self.root = Path(*parts[:fixed]) if fixed else Path(".")
+            self.paths = sorted(Path(p) for p in glob.glob(spec, recursive=True)
+                                if Path(p).suffix.lower() in IMAGE_SUFFIXES and Path(p).is_file())
+            if not self.paths:
+                raise UserError(f"--input_dir {spec}: the pattern matches no image (.jpg, .png, ...); check it")
+        else:
+            self.root = Path(spec)
+            if not self.root.exists():
+                raise UserError(f"--input_dir {self.root} does not exist; pass a folder of images, an image or a "
+                                "glob pattern")
+            if self.root.is_file():
+                if self.root.suffix.lower() not in IMAGE_SUFFIXES:
+                    raise UserError(f"--input_dir {self.root} is not an image (.jpg, .png, ...); for a video file "
+                                    "use --video")
+                self.paths, self.root = [self.root], self.root.parent
+            else:
+                self.paths = list_images(self.root)
+                if not self.paths:
+                    raise UserError(f"--input_dir {self.root} holds no images (.jpg, .png, ...); check the path")
         self.name = self.root.name
 
     def __len__(self) -> int:
