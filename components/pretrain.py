@@ -36,6 +36,7 @@ from components.tasks import (
 )
 from shared.config import add_config_args, config_to_dict, load_config, option, read_yaml, save_config
 from shared.errors import UserError, run_cli
+from shared.models.gmae import MASK_RATIO
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "pretrain.yaml"
@@ -76,7 +77,7 @@ class PretrainConfig(CorpusOptions, RunConfig):
     learning_rate: float = option(1e-3, "peak learning rate, AdamW (seed: 1e-3)", min=0.0)
     weight_decay: float = option(0.05, "AdamW weight decay (not on norms, biases, the mask token)", min=0.0)
     warmup_epochs: float = option(10.0, "linear warm-up, epochs (at most a fifth of the run), then cosine", min=0.0)
-    mask_ratio: float = option(0.6, "share of patches hidden from the encoder (seed: 0.6; paper: 0.5-0.7 best)",
+    mask_ratio: float = option(MASK_RATIO, "share of patches hidden from the encoder (seed: 0.6; paper: 0.5-0.7 best)",
                                min=0.0, max=0.99)
     norm_pix_loss: bool = option(False, "predict per-patch normalised pixels (MAE's option)")
     use_msdc: bool = option(True, "multi-scale dilated convolutions in every block (ablation switch)")

@@ -20,6 +20,7 @@ from torch import nn
 
 from shared.config import option
 from shared.errors import UserError
+from shared.hand import NUM_GESTURES
 from shared.models.specs import ModelSpec, spec_for
 
 
@@ -37,7 +38,7 @@ class OnnxExportConfig:
     verify: bool = option(False, "run the file in onnxruntime and compare with PyTorch")
     atol: float = option(1e-4, "--verify accepts |onnxruntime - PyTorch| <= atol + rtol * |PyTorch|")
     rtol: float = option(1e-6, "relative part of the --verify tolerance (pixel outputs reach ~200)")
-    num_gestures: int = option(5, "gesture classes of the hand model / classes of a timm classifier")
+    num_gestures: int = option(NUM_GESTURES, "gesture classes of the hand model / classes of a timm classifier")
     precision: str = option("fp32", "fp32; fp16 (weights and math in half precision, for GPUs: slower on a CPU); "
                                     "int8 (ONNX Runtime static QDQ quantization calibrated on real hand crops, "
                                     "BlazeHand only; needs --calibration_dir)", choices=["fp32", "fp16", "int8"])
@@ -71,7 +72,7 @@ class OnnxExportResult:
     quantization: dict = field(default_factory=dict)  # int8: shared.models.quantize.QuantizeReport as a dict
 
 
-def build_model(model_type: str, weights: str | None, num_gestures: int = 5) -> nn.Module:
+def build_model(model_type: str, weights: str | None, num_gestures: int = NUM_GESTURES) -> nn.Module:
     """A registered model with `weights` loaded ("none"/None = random init)."""
     from shared.models.registry import create_model, resolve_name
 

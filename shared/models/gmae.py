@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared.errors import UserError
+from shared.hand import NUM_GESTURES
 from shared.models.gmst import (
     GMSTBlock,
     OverlapPatchEmbed,
@@ -39,6 +40,8 @@ from shared.models.gmst import (
     scatter_tokens,
     sincos_pos_embed_2d,
 )
+
+MASK_RATIO = 0.6  # the seed's default share of hidden patches (the paper: 0.5-0.7 work best); one home
 
 
 # --------------------------------------------------------------------------- configs
@@ -75,14 +78,14 @@ class GMAEConfig:
     decoder_depth: int = 2
     decoder_num_heads: int = 8
     decoder_mlp_ratio: float = 4.0
-    mask_ratio: float = 0.6
+    mask_ratio: float = MASK_RATIO
     norm_pix_loss: bool = False  # MAE's option: targets are per-patch normalised pixels
 
 
 @dataclass
 class GMAEClassifierConfig:
     encoder: GMSTConfig = field(default_factory=GMSTConfig)
-    num_classes: int = 5
+    num_classes: int = NUM_GESTURES
     head_drop: float = 0.0
 
 
@@ -413,42 +416,42 @@ def _classifier(size: str, num_classes: int, img_size: int | None, patch_size: i
     return GMAEClassifier(GMAEClassifierConfig(encoder=enc, num_classes=num_classes, head_drop=head_drop))
 
 
-def gmae_tiny(img_size: int | None = None, patch_size: int | None = None, mask_ratio: float = 0.6,
+def gmae_tiny(img_size: int | None = None, patch_size: int | None = None, mask_ratio: float = MASK_RATIO,
               norm_pix_loss: bool = False, use_msdc: bool = True, use_mhsa: bool = True, use_mscffn: bool = True,
               drop_path_rate: float = 0.0) -> GMAE:
     return _gmae("tiny", img_size, patch_size, mask_ratio, norm_pix_loss, use_msdc, use_mhsa, use_mscffn,
                  drop_path_rate)
 
 
-def gmae_small(img_size: int | None = None, patch_size: int | None = None, mask_ratio: float = 0.6,
+def gmae_small(img_size: int | None = None, patch_size: int | None = None, mask_ratio: float = MASK_RATIO,
                norm_pix_loss: bool = False, use_msdc: bool = True, use_mhsa: bool = True, use_mscffn: bool = True,
                drop_path_rate: float = 0.0) -> GMAE:
     return _gmae("small", img_size, patch_size, mask_ratio, norm_pix_loss, use_msdc, use_mhsa, use_mscffn,
                  drop_path_rate)
 
 
-def gmae_base(img_size: int | None = None, patch_size: int | None = None, mask_ratio: float = 0.6,
+def gmae_base(img_size: int | None = None, patch_size: int | None = None, mask_ratio: float = MASK_RATIO,
               norm_pix_loss: bool = False, use_msdc: bool = True, use_mhsa: bool = True, use_mscffn: bool = True,
               drop_path_rate: float = 0.0) -> GMAE:
     return _gmae("base", img_size, patch_size, mask_ratio, norm_pix_loss, use_msdc, use_mhsa, use_mscffn,
                  drop_path_rate)
 
 
-def gmae_classifier_tiny(num_classes: int = 5, img_size: int | None = None, patch_size: int | None = None,
+def gmae_classifier_tiny(num_classes: int = NUM_GESTURES, img_size: int | None = None, patch_size: int | None = None,
                          use_msdc: bool = True, use_mhsa: bool = True, use_mscffn: bool = True,
                          drop_path_rate: float = 0.1, head_drop: float = 0.0) -> GMAEClassifier:
     return _classifier("tiny", num_classes, img_size, patch_size, use_msdc, use_mhsa, use_mscffn, drop_path_rate,
                        head_drop)
 
 
-def gmae_classifier_small(num_classes: int = 5, img_size: int | None = None, patch_size: int | None = None,
+def gmae_classifier_small(num_classes: int = NUM_GESTURES, img_size: int | None = None, patch_size: int | None = None,
                           use_msdc: bool = True, use_mhsa: bool = True, use_mscffn: bool = True,
                           drop_path_rate: float = 0.1, head_drop: float = 0.0) -> GMAEClassifier:
     return _classifier("small", num_classes, img_size, patch_size, use_msdc, use_mhsa, use_mscffn, drop_path_rate,
                        head_drop)
 
 
-def gmae_classifier_base(num_classes: int = 5, img_size: int | None = None, patch_size: int | None = None,
+def gmae_classifier_base(num_classes: int = NUM_GESTURES, img_size: int | None = None, patch_size: int | None = None,
                          use_msdc: bool = True, use_mhsa: bool = True, use_mscffn: bool = True,
                          drop_path_rate: float = 0.1, head_drop: float = 0.0) -> GMAEClassifier:
     return _classifier("base", num_classes, img_size, patch_size, use_msdc, use_mhsa, use_mscffn, drop_path_rate,

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from shared.data.image_transforms import denormalize
 from shared.logger import ExperimentLogger
-from shared.models.gmae import GMAE, GMAEClassifier, encoder_config_dict
+from shared.models.gmae import GMAE, MASK_RATIO, GMAEClassifier, encoder_config_dict
 from shared.training.callbacks import collect_metrics, plot_confusion_matrix, save_checkpoint
 from shared.training.metrics import classification_metrics
 from shared.training.schedules import warmup_cosine
@@ -140,7 +140,7 @@ def _images(batch: Any) -> torch.Tensor:
 # --------------------------------------------------------------------------- pretraining
 class GMAEPretrainModule(_Scheduled):
     def __init__(self, model: GMAE, learning_rate: float = 1e-3, weight_decay: float = 0.05,
-                 mask_ratio: float = 0.6, warmup_steps: int = 0, total_steps: int = 0) -> None:
+                 mask_ratio: float = MASK_RATIO, warmup_steps: int = 0, total_steps: int = 0) -> None:
         super().__init__()
         self.model = model
         self.learning_rate = learning_rate
