@@ -18,6 +18,9 @@ imports), then adds one version of every model (see shared/serving/hand_models.p
     tracker                    stateful (sequence batching): HandTracker per stream
     hand_pipeline              stateful python model: the tracking-mode pipeline per stream, its
                                networks through BLS or in-process (--pipeline_networks)
+    hands                      stateless python model: the static-mode pipeline, one image in,
+                               its hands out, no sequence id (generic clients, curl); gesture and
+                               handedness names in its config parameters
 
 Every config.pbtxt is generated from the tensor specs (shared/models/specs.py and
 hand_models), each model gets a new version directory, and `version_policy` keeps the last
@@ -40,6 +43,7 @@ from typing import Any
 
 from shared.config import add_config_args, check_outputs, check_writable, config_to_dict, load_config, option
 from shared.errors import UserError, run_cli
+from shared.hand import GESTURE_NONE, GESTURE_UNKNOWN, GESTURES, HANDEDNESS
 from shared.serving.hand_models import (
     DETECTION_OUTPUTS,
     HAND_TENSORS,
@@ -49,6 +53,7 @@ from shared.serving.hand_models import (
     LOCAL_FILES,
     MODEL_DETECTION,
     MODEL_DETECTOR,
+    MODEL_HANDS,
     MODEL_LANDMARKS,
     MODEL_PIPELINE,
     MODEL_POSTPROCESS,
@@ -425,7 +430,21 @@ def stateful_models(cfg: DeployConfig, det: DetectorSpec, lm_spec: Any, gesture_
         keep_versions=cfg.keep_versions, instance_groups=[InstanceGroup("KIND_CPU", cfg.pipeline_instances)],
         parameters=_params({"pipeline": pipe_cfg, "detector": dataclasses.asdict(det), "landmarks": landmarks,
                             "networks": networks, "threads": cfg.threads}))
-    return [(tracker, {"model.py": python_model_source("tracker")}, True), (pipeline, files, True)]
+    # hands: the same networks and settings in static mode, stateless (no sequence id); label names
+    # in its parameters so a generic client can read what GESTURE / HANDEDNESS numbers mean.
+    hands_files: dict[str, Any] = {**files, "model.py": python_model_source("hands")}
+    hands = ModelConfig(
+        name=MODEL_HANDS, backend="python", inputs=[IMAGE], outputs=list(PIPELINE_OUTPUTS),
+        max_batch_size=cfg.max_streams,
+        dynamic_batching=DynamicBatching(max_queue_delay_microseconds=cfg.queue_delay_us),
+        keep_versions=cfg.keep_versions, instance_groups=[InstanceGroup("KIND_CPU", cfg.pipeline_instances)],
+        parameters={**_params({"pipeline": {**pipe_cfg, "static": True}, "detector": dataclasses.asdict(det),
+                               "landmarks": landmarks, "networks": networks, "threads": cfg.threads}),
+                    "gesture_names": json.dumps({**{str(i): g for i, g in enumerate(GESTURES)},
+                                                 str(GESTURE_UNKNOWN): "unknown", str(GESTURE_NONE): None}),
+                    "handedness_names": json.dumps({"0": HANDEDNESS[0], "1": HANDEDNESS[1], "-1": None})})
+    return [(tracker, {"model.py": python_model_source("tracker")}, True), (pipeline, files, True),
+            (hands, hands_files, True)]
 
 
 # --------------------------------------------------------------------------- the stage

@@ -131,7 +131,7 @@ def test_deploy_writes_every_model_from_the_specs(deployed):
     repo, result = deployed
     assert result.models == {name: 1 for name in (hm.MODEL_DETECTOR, hm.MODEL_LANDMARKS, hm.MODEL_PREPROCESS,
                                                   hm.MODEL_POSTPROCESS, hm.MODEL_DETECTION, hm.MODEL_TRACKER,
-                                                  hm.MODEL_PIPELINE)}
+                                                  hm.MODEL_PIPELINE, hm.MODEL_HANDS)}
     configs = {name: parse_pbtxt((repo / name / "config.pbtxt").read_text()) for name in result.models}
     landmarks = configs[hm.MODEL_LANDMARKS]
     # the crop model: ONNX in the python backend, dynamic batching, tensors named by shared/models/specs.py
@@ -472,6 +472,39 @@ def reference_in_server_venv(install, repo: Path, streams: dict, tmp_path: Path)
 def test_server_loads_every_model(server, client):
     index = {m.name: m.state for m in client.client.get_model_repository_index().models}
     assert index == {name: "READY" for name in hm.MODELS}
+
+
+@pytest.mark.triton
+def test_hands_answers_a_plain_rest_request_without_a_sequence_id(server, deployed):
+    """`hands` (stateless): a generic client POSTs one photo as JSON to Triton's HTTP/REST v2 API
+    (what `curl` sends; no correlation id, no handops code on the client) and gets the hands
+    `components.infer` finds in static mode; the label names are in the model's config."""
+    import urllib.request
+
+    from shared.inference.pipeline import HandPipeline, PipelineConfig
+
+    repo, _ = deployed
+    bgr = cv2.imread(str(sorted((HAGRID / "images" / "palm").glob("*.jpg"))[0]))
+    rgb = cv2.cvtColor(cv2.resize(bgr, (192, 256), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    body = {"inputs": [{"name": "IMAGE", "shape": [1, *rgb.shape], "datatype": "UINT8", "data": rgb.ravel().tolist()}],
+            "outputs": [{"name": n} for n in ("XYXY", "KEYPOINTS", "GESTURE", "GESTURE_SCORE", "TRACK_ID")]}
+    request = urllib.request.Request(f"http://{server.http_url}/v2/models/{hm.MODEL_HANDS}/infer",
+                                     data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as resp:
+        got = {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in json.load(resp)["outputs"]}
+    served = hm.served_parameters(repo, hm.MODEL_HANDS)["pipeline"]
+    assert served["static"] is True
+    want = HandPipeline(PipelineConfig(**served)).process(rgb)
+    assert len(want) >= 1 and got["XYXY"].shape == (1, len(want), 4)
+    np.testing.assert_allclose(got["XYXY"][0], want.xyxy, atol=0.01, rtol=0)
+    np.testing.assert_allclose(got["KEYPOINTS"][0][..., :2], want.keypoints[..., :2], atol=0.01, rtol=0)
+    np.testing.assert_array_equal(got["GESTURE"][0], want.gesture)
+    assert (got["GESTURE"][0] >= 0).all() and (got["TRACK_ID"][0] == -1).all()  # a gesture each, no tracks
+    with urllib.request.urlopen(f"http://{server.http_url}/v2/models/{hm.MODEL_HANDS}/config", timeout=30) as resp:
+        params = json.load(resp)["parameters"]
+    names = json.loads(params["gesture_names"]["string_value"])
+    assert names[str(int(got["GESTURE"][0][0]))] in ("2_hands", "fist", "normal_hand", "pinch", "pointer")
+    assert names["-2"] == "unknown" and json.loads(params["handedness_names"]["string_value"])["1"] == "right"
 
 
 @pytest.mark.triton

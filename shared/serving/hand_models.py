@@ -77,8 +77,9 @@ MODEL_POSTPROCESS = "detector_postprocess"
 MODEL_DETECTION = "hand_detection"
 MODEL_TRACKER = "tracker"
 MODEL_PIPELINE = "hand_pipeline"
+MODEL_HANDS = "hands"  # stateless: one image in, its hands out (no sequence id needed)
 MODELS = (MODEL_DETECTOR, MODEL_LANDMARKS, MODEL_PREPROCESS, MODEL_POSTPROCESS, MODEL_DETECTION, MODEL_TRACKER,
-          MODEL_PIPELINE)
+          MODEL_PIPELINE, MODEL_HANDS)
 
 MIN_IMAGE_SIDE = 16  # smaller frames are a client bug (or a padding slot's garbage), not a picture
 MAX_IMAGE_SIDE = 8192  # larger frames are a client bug too: 8K is the biggest camera frame we take
@@ -96,7 +97,8 @@ HAND_TENSORS = (
     TensorSpec("XYXY", "float32", (-1, 4), "hand boxes, pixels of IMAGE"),
     TensorSpec("SCORE", "float32", (-1,), "presence / detection score"),
     TensorSpec("KEYPOINTS", "float32", (-1, NUM_KEYPOINTS, 3), "x, y in pixels + visibility"),
-    TensorSpec("GESTURE", "int64", (-1,), "index into shared.hand.GESTURES, -1 = unknown"),
+    TensorSpec("GESTURE", "int64", (-1,), "index into shared.hand.GESTURES; -2 = unknown (below the gesture "
+               "threshold), -1 = no gesture model"),
     TensorSpec("GESTURE_SCORE", "float32", (-1,), "probability of GESTURE"),
     TensorSpec("HANDEDNESS", "int64", (-1,), "0 left, 1 right, -1 unknown"),
     TensorSpec("TRACK_ID", "int64", (-1,), "stable within a stream, -1 = not (yet) tracked"),
@@ -639,6 +641,30 @@ class HandPipelineModel(ServedModel):
                 TIMING.name: np.array([[timing[k] for k in TIMING_STAGES]], np.float32)}
 
 
+class HandsModel(HandPipelineModel):
+    """hands: the static-mode `HandPipeline` (MediaPipe's static_image_mode), stateless: every
+    request is one photo on its own, no correlation id, so a generic client, a health probe or
+    `curl` can ask what hands are in an image. The same networks and settings as hand_pipeline
+    (deployed with `static: true`), so it answers as `components.infer` does on a photo."""
+
+    def __init__(self, model_config: dict[str, Any], model_dir: Path, infer: BlsInfer | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(model_config, model_dir, infer, clock)
+        from shared.inference.pipeline import HandPipeline
+
+        self.pipeline = HandPipeline(self.pipeline_cfg, detector=self.detector, crop_model=self.crop_model)
+
+    def execute(self, requests: list[Inputs]) -> list[dict[str, np.ndarray] | Exception]:
+        return ServedModel.execute(self, requests)
+
+    def execute_one(self, get: Inputs) -> dict[str, np.ndarray]:
+        image = check_image(require(get, IMAGE, self.name), self.name)
+        hands = self.pipeline.process(image)
+        timing = self.pipeline.last_timing.as_dict()
+        return {**results_to_tensors(hands),
+                TIMING.name: np.array([[timing[k] for k in TIMING_STAGES]], np.float32)}
+
+
 # model.py names its class with one of these keys (model_templates.python_model_source).
 SERVED_CLASSES: dict[str, type[ServedModel]] = {
     "onnx": OnnxModel,
@@ -646,6 +672,7 @@ SERVED_CLASSES: dict[str, type[ServedModel]] = {
     "postprocess": PostprocessModel,
     "tracker": TrackerModel,
     "hand_pipeline": HandPipelineModel,
+    "hands": HandsModel,
 }
 
 
