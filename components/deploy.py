@@ -344,7 +344,8 @@ def network_model(cfg: DeployConfig, name: str, backend: str, inputs: list[Tenso
     """(config, files, include_shared) of one network in the chosen backend."""
     batching = DynamicBatching(max_queue_delay_microseconds=cfg.queue_delay_us)
     common = dict(name=name, inputs=inputs, outputs=outputs, max_batch_size=cfg.max_batch_size,
-                  dynamic_batching=batching, keep_versions=cfg.keep_versions, instance_groups=_instances(backend))
+                  dynamic_batching=batching, keep_versions=cfg.keep_versions, instance_groups=_instances(backend),
+                  labels=gesture_labels(outputs))
     if backend == "tensorrt":
         return ModelConfig(backend="tensorrt", **common), {"model.plan": plan}, False
     if backend == "onnxruntime":
@@ -352,6 +353,12 @@ def network_model(cfg: DeployConfig, name: str, backend: str, inputs: list[Tenso
     params = _params({"model_type": model_type, "threads": cfg.threads})
     files = {"model.py": python_model_source("onnx"), "model.onnx": onnx_path}
     return ModelConfig(backend="python", parameters=params, **common), files, True
+
+
+def gesture_labels(outputs: list[TensorSpec]) -> dict[str, tuple[str, ...]]:
+    """The crop model's gesture probabilities carry our class names (Triton's classification
+    extension: a request with `class_count` gets "score:index:label")."""
+    return {t.name: GESTURES for t in outputs if t.name == "gesture_probs"}
 
 
 def detection_models(cfg: DeployConfig, det_inputs: list[TensorSpec], det_outputs: list[TensorSpec],

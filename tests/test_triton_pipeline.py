@@ -508,6 +508,26 @@ def test_hands_answers_a_plain_rest_request_without_a_sequence_id(server, deploy
 
 
 @pytest.mark.triton
+def test_gesture_probabilities_come_with_their_names(server, client, deployed):
+    """Triton's classification extension on the crop model: `class_count` gives "score:index:label"."""
+    import tritonclient.grpc as grpcclient
+
+    from shared.hand import GESTURES
+
+    repo, _ = deployed
+    assert (repo / hm.MODEL_LANDMARKS / "gesture_probs.labels.txt").read_text().split() == list(GESTURES)
+    meta = client.client.get_model_metadata(hm.MODEL_LANDMARKS)
+    x = np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32)
+    inp = grpcclient.InferInput(meta.inputs[0].name, list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    result = client.client.infer(hm.MODEL_LANDMARKS, [inp],
+                                 outputs=[grpcclient.InferRequestedOutput("gesture_probs", class_count=3)])
+    top = [v.decode().split(":") for v in result.as_numpy("gesture_probs").reshape(-1)]
+    assert len(top) == 3 and all(label == GESTURES[int(index)] for _, index, label in top)
+    assert [float(score) for score, _, _ in top] == sorted((float(score) for score, _, _ in top), reverse=True)
+
+
+@pytest.mark.triton
 def test_interleaved_streams_match_the_in_process_pipeline(server, client, deployed, streams, reference):
     from shared.serving.triton_backend import TritonHandClient
 

@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from shared.errors import UserError
-from shared.serving.triton_config import ModelConfig, check_name
+from shared.serving.triton_config import ModelConfig, check_name, label_file
 
 FileSource = Path | bytes | str
 
@@ -74,8 +74,10 @@ def write_model(
     files: Mapping[str, FileSource],
     keep_versions: int | None = None,
     include_shared: bool = False,
+    model_files: Mapping[str, str] | None = None,
 ) -> Path:
-    """Add version N+1 of model `name` under `repo` and (re)write its config.pbtxt.
+    """Add version N+1 of model `name` under `repo` and (re)write its config.pbtxt (and
+    `model_files`, texts beside it such as label files).
 
     `files` maps paths inside the version directory to their content: a `Path` (a file or a
     whole folder, copied), `bytes` or `str` (written as is). `include_shared` copies the
@@ -118,6 +120,8 @@ def write_model(
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
 
+    for rel, text in (model_files or {}).items():
+        _atomic_write_text(model_dir / _check_relative(name, rel), text)
     _atomic_write_text(model_dir / "config.pbtxt", config_text)
     if keep_versions is not None:
         for old in model_versions(repo, name)[:-keep_versions]:
@@ -137,7 +141,8 @@ def deploy_model(
         raise UserError(f"model {config.name}: backend {config.backend} loads {config.model_file}, "
                         f"which is not among the files given ({', '.join(sorted(files)) or 'none'})")
     return write_model(repo, config.name, config.to_pbtxt(), files,
-                       keep_versions=config.keep_versions, include_shared=include_shared)
+                       keep_versions=config.keep_versions, include_shared=include_shared,
+                       model_files={label_file(out): "\n".join(names) + "\n" for out, names in config.labels.items()})
 
 
 def _check_relative(model: str, rel: str) -> str:

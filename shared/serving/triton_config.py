@@ -188,6 +188,9 @@ class ModelConfig:
     parameters: Mapping[str, str] = field(default_factory=dict)  # model.py reads them from args["model_config"]
     optional_inputs: frozenset[str] = frozenset()  # inputs a request may leave out
     default_model_filename: str = ""  # only when the file is not BACKENDS[backend].model_file
+    # output name -> class names: Triton's classification extension (a request's `class_count`
+    # returns "score:index:label" strings), through a label file beside config.pbtxt
+    labels: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_name(self.name, "model name")
@@ -255,7 +258,8 @@ class ModelConfig:
         if self.keep_versions is not None:
             lines.append(f"version_policy: {{ latest: {{ num_versions: {self.keep_versions} }} }}")
         lines += _tensor_block("input", self.inputs, self.max_batch_size, optional=self.optional_inputs)
-        lines += _tensor_block("output", self.outputs, self.max_batch_size)
+        lines += _tensor_block("output", self.outputs, self.max_batch_size,
+                               labels={name: label_file(name) for name in self.labels})
         if self.dynamic_batching:
             lines += _dynamic_batching_block(self.dynamic_batching)
         if self.sequence_batching:
@@ -279,8 +283,13 @@ def _dims(values: Sequence[int]) -> str:
     return "[ " + ", ".join(str(int(v)) for v in values) + " ]" if values else "[ ]"
 
 
+def label_file(output: str) -> str:
+    """The label file of a classification output, in the model directory."""
+    return f"{output}.labels.txt"
+
+
 def _tensor_block(key: str, specs: Sequence[TensorSpec], max_batch_size: int,
-                  optional: frozenset[str] = frozenset()) -> list[str]:
+                  optional: frozenset[str] = frozenset(), labels: Mapping[str, str] | None = None) -> list[str]:
     lines = [f"{key} ["]
     for i, spec in enumerate(specs):
         shape = tuple(spec.shape)
@@ -291,6 +300,8 @@ def _tensor_block(key: str, specs: Sequence[TensorSpec], max_batch_size: int,
             lines += ["    dims: [ 1 ]", "    reshape: { shape: [ ] }"]
         if spec.name in optional:
             lines.append("    optional: true")
+        if labels and spec.name in labels:
+            lines.append(f"    label_filename: {_quote(labels[spec.name])}")
         lines.append("  }," if i < len(specs) - 1 else "  }")
     lines.append("]")
     return lines
