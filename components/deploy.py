@@ -127,6 +127,11 @@ class DeployConfig:
     fp16: bool = option(True, "--backend tensorrt: build engines with FP16 kernels")
     work_dir: str = option("", "where exports made here are cached ('' = <cache>/exports; "
                                        "cache: $HANDOPS_CACHE, the checkout's .cache or ~/.cache/handops)")
+    model_id: str = option("", "deploy a REGISTERED crop model: its ClearML model id (with a server), or offline an id "
+                               "recorded in a model_store.jsonl under --model_store (what the pipeline writes)")
+    model_name: str = option("", "... or its registered name (with --model_version; the latest when 0)")
+    model_version: int = option(0, "version of --model_name: the Nth registration of that name (1 = first)", min=0)
+    model_store: str = option("outputs", "offline: the folder searched for model_store.jsonl records")
     pipeline: dict = option({}, "more HandPipeline settings for hand_pipeline (YAML only), e.g. {detect_interval: "
                                 "10, min_presence: 0.6}; see shared/inference/pipeline.py")
 
@@ -477,12 +482,92 @@ def _check(cfg: DeployConfig) -> None:
         raise UserError(f"--triton_repo {repo} exists and is not a folder")
 
 
+def _store_records(root: Path) -> list[dict[str, Any]]:
+    """Every model registration under `root` (the `model_store.jsonl` files the pipeline writes
+    beside its weights), oldest first, each with its `version`: the Nth registration of its name."""
+    records: list[dict[str, Any]] = []
+    for store in sorted(root.rglob("model_store.jsonl"), key=lambda p: p.stat().st_mtime):
+        for n, line in enumerate(store.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append({**json.loads(line), "store": str(store)})
+                except json.JSONDecodeError:
+                    raise UserError(f"{store}:{n}: not a JSON line; the model store file is damaged") from None
+    seen: dict[str, int] = {}
+    for rec in records:
+        seen[rec.get("name", "")] = rec["version"] = seen.get(rec.get("name", ""), 0) + 1
+    return records
+
+
+def resolve_registered(cfg: DeployConfig) -> dict[str, Any] | None:
+    """The registered model `--model_id` / `--model_name` [+ `--model_version`] names, as
+    {"id", "name", "version", "path", "precision", "metrics"}; None when none is asked for.
+    With a ClearML server: the model's weights fetched by the SDK; without one: the offline
+    store records under `--model_store`."""
+    if not cfg.model_id and not cfg.model_name:
+        if cfg.model_version:
+            raise UserError("--model_version needs --model_name")
+        return None
+    from shared.logger import check_server, configured_server
+
+    host = configured_server()
+    if host and cfg.model_id and not cfg.model_id.startswith("offline-"):
+        problem = check_server(host)
+        if problem:
+            raise UserError(f"--model_id {cfg.model_id}: the ClearML server {host} does not answer ({problem})")
+        from clearml import Model
+
+        try:
+            model = Model(model_id=cfg.model_id)
+            path = model.get_local_copy()
+            meta = model.get_all_metadata_casted()
+        except Exception as exc:  # noqa: BLE001 - the SDK raises several types for a bad id
+            raise UserError(f"--model_id {cfg.model_id}: not found on {host} ({type(exc).__name__}); list models "
+                            "in the ClearML UI (Models tab) or with clearml.Model.query_models()") from None
+        return {"id": cfg.model_id, "name": model.name, "version": None, "path": str(path),
+                "precision": meta.get("precision", "fp32"), "metrics": meta.get("metrics")}
+    root = Path(cfg.model_store)
+    if not root.is_dir():
+        raise UserError(f"--model_store {root}: no such folder; pass the pipeline's output folder (it holds the "
+                        "model_store.jsonl records)")
+    records = _store_records(root)
+    if cfg.model_id:
+        hits = [r for r in records if r.get("model_id") == cfg.model_id]
+        what = f"--model_id {cfg.model_id}"
+    else:
+        named = [r for r in records if r.get("name") == cfg.model_name]
+        hits = [r for r in named if r["version"] == cfg.model_version] if cfg.model_version else named[-1:]
+        what = f"--model_name {cfg.model_name}" + (f" --model_version {cfg.model_version}" if cfg.model_version else "")
+    if not hits:
+        known = ", ".join(sorted({f"{r.get('name')} v{r['version']} ({r.get('model_id')})" for r in records})[:12])
+        raise UserError(f"{what}: no such registered model under {root} ({len(records)} registration(s): "
+                        f"{known or 'none'}); pass one of them, or --model_store the folder the pipeline wrote")
+    rec = hits[-1]
+    path = Path(rec["path"])
+    if not path.exists():
+        raise UserError(f"{what}: its weights {path} are gone (recorded in {rec['store']}); re-run the step that "
+                        "made them or deploy a file with --onnx")
+    meta = rec.get("metadata") or {}
+    return {"id": rec.get("model_id"), "name": rec.get("name"), "version": rec["version"], "path": str(path),
+            "precision": meta.get("precision", "fp32"), "metrics": meta.get("metrics")}
+
+
 def deploy(cfg: DeployConfig) -> DeployResult:
     """Export what is missing, then add a version of every model to `cfg.triton_repo`."""
     _check(cfg)
     check_outputs(cfg)
     if cfg.work_dir:
         check_writable(cfg.work_dir, "--work_dir", "dir")
+    registered = resolve_registered(cfg)
+    if registered:
+        weights = Path(registered["path"])
+        if weights.suffix.lower() == ".onnx":
+            cfg = dataclasses.replace(cfg, onnx=str(weights))
+        elif weights.suffix.lower() in (".pth", ".pt"):
+            cfg = dataclasses.replace(cfg, model_weights=str(weights), onnx="")
+        else:
+            raise UserError(f"registered model {registered['name']} ({registered['id']}) is {weights.name}: not a crop "
+                            "model (deploy takes a BlazeHand .onnx or .pth)")
     repo = Path(cfg.triton_repo)
     hand_onnx, lm_spec, gesture_trained = hand_model_onnx(cfg)
     det_onnx, det_inputs, det_outputs, det = detector_onnx(cfg)
@@ -509,6 +594,11 @@ def deploy(cfg: DeployConfig) -> DeployResult:
         *detection_models(cfg, det_inputs, det_outputs, det),
         *stateful_models(cfg, det, lm_spec, gesture_trained, {MODEL_DETECTOR: det_onnx, MODEL_LANDMARKS: hand_onnx}),
     ]
+    if registered:  # what runs, readable from any client: get_model_config(...).parameters["served_model"]
+        served = json.dumps({k: registered[k] for k in ("id", "name", "version", "precision", "metrics")},
+                            default=str)
+        models = [(dataclasses.replace(c, parameters={**c.parameters, "served_model": served}), f, sh)
+                  for c, f, sh in models]
     repo.mkdir(parents=True, exist_ok=True)
     versions: dict[str, int] = {}
     for config, files, include_shared in models:
@@ -524,7 +614,7 @@ def deploy(cfg: DeployConfig) -> DeployResult:
                           files=files, summary_path=str(repo / "deploy.json"))
     if cfg.smoke_test:
         result.smoke = smoke_test(repo)
-    summary = {**dataclasses.asdict(result), "gesture_head_trained": gesture_trained,
+    summary = {**dataclasses.asdict(result), "gesture_head_trained": gesture_trained, "registered_model": registered,
                "kept_versions": {name: model_versions(repo, name) for name in versions},
                "deployed_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": config_to_dict(cfg)}
     # A file at the repository root is ignored by Triton (only folders are models).

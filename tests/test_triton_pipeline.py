@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -150,6 +151,39 @@ def test_deploy_writes_every_model_from_the_specs(deployed):
         hm.MODEL_PREPROCESS, hm.MODEL_DETECTOR, hm.MODEL_POSTPROCESS]
     summary = json.loads((repo / "deploy.json").read_text())
     assert summary["models"] == result.models and summary["backend"] == "python"
+
+
+def test_deploy_a_registered_model_by_id_or_name(deployed, tmp_path):
+    """`--model_id` / `--model_name --model_version` resolve through the offline model store (the
+    model_store.jsonl records the pipeline writes beside its weights); what was deployed is in
+    every served config (`served_model`); an unknown id is one clear error."""
+    from components.deploy import DeployConfig, deploy
+    from shared.serving.triton_config import parse_pbtxt
+
+    _, first = deployed
+    store = tmp_path / "outputs" / "export"
+    store.mkdir(parents=True)
+    onnx = store / "hand_landmarks.onnx"
+    shutil.copyfile(first.files["hand_onnx"], onnx)
+    record = {"path": str(onnx), "model_id": "offline-1111", "framework": "ONNX", "name": "hand_landmarks_onnx",
+              "tags": ["export"], "metadata": {"metrics": {"gestures/accuracy": 0.81}, "precision": "fp32"}}
+    (store / "model_store.jsonl").write_text(json.dumps(record) + "\n" +
+                                             json.dumps({**record, "model_id": "offline-2222"}) + "\n")
+    common = dict(backend="python", palm_onnx=first.files["detector_onnx"], model_store=str(tmp_path / "outputs"))
+    for i, (how, want_id, want_version) in enumerate([({"model_id": "offline-1111"}, "offline-1111", 1),
+                                                      ({"model_name": "hand_landmarks_onnx"}, "offline-2222", 2),
+                                                      ({"model_name": "hand_landmarks_onnx", "model_version": 1},
+                                                       "offline-1111", 1)]):
+        repo = tmp_path / f"repo{i}"
+        deploy(DeployConfig(triton_repo=str(repo), **common, **how))
+        for name in (hm.MODEL_LANDMARKS, hm.MODEL_PIPELINE, hm.MODEL_HANDS):
+            config = parse_pbtxt((repo / name / "config.pbtxt").read_text())
+            served = json.loads(config.parameters["served_model"].string_value)
+            assert (served["id"], served["version"], served["precision"]) == (want_id, want_version, "fp32"), how
+            assert served["metrics"] == {"gestures/accuracy": 0.81}
+        assert json.loads((repo / "deploy.json").read_text())["registered_model"]["path"] == str(onnx)
+    with pytest.raises(UserError, match="no such registered model.*hand_landmarks_onnx v1 \\(offline-1111\\)"):
+        deploy(DeployConfig(triton_repo=str(tmp_path / "bad"), **common, model_id="offline-9999"))
 
 
 def test_redeploy_adds_versions_and_keeps_the_last_n(deployed, tmp_path):
