@@ -1,6 +1,7 @@
 """G-MAE: pretraining speed with and without masking, and whether pretraining helps fine-tuning.
 
     python -m benchmarks.gmae [--pretrain_images 3000 --pretrain_epochs 8 --labelled_per_class 30 ...]
+    python -m benchmarks.gmae --real [...]   # real hands: see benchmarks/gmae_real.py
 
 1. Pretraining images/s (one optimizer step: forward, backward, AdamW) of
    `gmae_tiny` at 64 px, mask 0.6 vs 0.0. The encoder sees only the visible
@@ -154,6 +155,13 @@ def bench_transfer(work: Path, args: argparse.Namespace) -> tuple[list[dict], di
 
 
 def main() -> None:
+    import sys
+
+    if "--real" in sys.argv[1:]:  # real hands: its own benchmark (benchmarks/gmae_real.py)
+        from benchmarks.gmae_real import main as real_main
+
+        real_main(sys.argv[1:])
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pretrain_images", type=int, default=4000, help="unlabelled synthetic crops")
     parser.add_argument("--pretrain_epochs", type=int, default=5)

@@ -10,9 +10,16 @@ imagefolder`, `D` is a raw source: it is formatted (hand crops), cleaned and
 split into `O/corpus/` first (reused when already there), and the fine-tuning
 part waits in `O/corpus/split/finetune_dataset`. `--corpus_only` stops there.
 
+Real photos with no labels at all: `--source teacher --data_dir PHOTOS` (any image
+folder, e.g. all 18 gesture folders of HaGRID): the MediaPipe teacher cuts every hand
+out (the crop the landmark network sees: placed by the 21 landmarks, upright) into
+`O/corpus/hands/<photo folder>/`, and pretraining reads them all. A folder with no hand
+in it is an error before any training.
+
 Writes to O: `encoder.pt` (the encoder's weights + config, what fine-tuning
 loads), `gmae.pt` (the whole autoencoder), `previews/epoch_NNNN.png`
-(original / masked / reconstructed) every `--save_every` epochs,
+(original / masked / reconstructed) every `--save_every` epochs (`--keep_snapshots`:
+every saved encoder also as `snapshots/encoder_epoch_NNNN.pt`),
 `metrics.jsonl`, `config.yaml`, `pretrain_summary.json`.
 """
 
@@ -47,14 +54,17 @@ MODELS = ("gmae_tiny", "gmae_small", "gmae_base")
 class CorpusOptions:
     """How a raw source becomes a pretraining corpus (only with --source other than 'folder')."""
 
-    source: str = option("folder", "folder: data_dir is ready to use | hagrid | yolo | imagefolder: a raw source "
+    source: str = option("folder", "folder: data_dir is ready to use | teacher: real photos (any image folder, "
+                         "or a YOLO-pose dataset with keypoints); the MediaPipe teacher cuts every hand out "
+                         "into output_dir/corpus/hands first | hagrid | yolo | imagefolder: a raw source "
                          "to format, clean and split into output_dir/corpus first",
-                         metadata={"choices": ["folder", "hagrid", "yolo", "imagefolder"]})
+                         metadata={"choices": ["folder", "teacher", "hagrid", "yolo", "imagefolder"]})
     hagrid_mode: str = option("crops", "HaGRID: hand crops from its boxes, or whole frames",
                               metadata={"choices": ["crops", "frames"]})
     gesture_map: str = option("", "class names through a gesture map section (e.g. 'hagrid' of "
                               "configs/gesture_map.yaml) ; '' keeps the source's own names")
     crop_size: int = option(224, "side of the saved hand crops, pixels", min=16)
+    min_score: float = option(0.5, "teacher: keep hands whose landmark presence reaches this", min=0.0, max=1.0)
     crop_expand: float = option(0.3, "hand crops: the longer box side grown by this ratio, made square", min=0.0)
     min_image_size: int = option(32, "drop images whose shorter side is below this", min=1)
     pretrain_fraction: float = option(0.7, "share of the corpus (by subject groups) for pretraining; the rest "
@@ -88,6 +98,7 @@ class PretrainConfig(CorpusOptions, RunConfig):
     save_every: int = option(10, "save encoder.pt and a reconstruction preview every N epochs", min=1)
     preview_count: int = option(8, "images in each preview PNG", min=0)
     patience: int = option(0, "early stopping on --monitor (0 = off; pretraining runs its epochs)", min=0)
+    keep_snapshots: bool = option(False, "also keep every saved encoder as snapshots/encoder_epoch_NNNN.pt")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.mask_ratio < 1.0:
@@ -159,6 +170,31 @@ def build_corpus(cfg: CorpusOptions, raw_dir: str | Path, corpus_dir: str | Path
     return split_dir
 
 
+def build_teacher_crops(cfg: CorpusOptions, raw_dir: str | Path, corpus_dir: str | Path, seed: int = 0,
+                        progress: bool = True) -> Path:
+    """Real photos -> corpus_dir/hands/<folder>/*.png, every hand the teacher finds (reused if complete).
+
+    The crop is the one the landmark network sees while tracking (placed by the 21 landmarks,
+    upright), from the photos' own keypoint labels when it is a YOLO-pose dataset with them.
+    """
+    from shared.inference.real_crops import write_hand_crops
+
+    hands = Path(corpus_dir) / "hands"
+    report = Path(corpus_dir) / "hands_report.json"
+    if report.is_file():
+        print(f"corpus: reusing {hands} (delete {corpus_dir} to rebuild)")
+        return hands
+    if hands.exists():
+        raise UserError(f"{hands} holds an incomplete crop folder from an interrupted run; delete it and rerun")
+    print(f"corpus: cutting every hand out of {raw_dir} with the MediaPipe teacher ({cfg.crop_size} px crops)")
+    written = write_hand_crops(raw_dir, hands, size=cfg.crop_size, seed=seed, min_score=cfg.min_score,
+                               progress=progress)
+    report.write_text(json.dumps(dataclasses.asdict(written), indent=2))
+    print(f"corpus: {written.crops} hands from {written.images_read} photos ({written.how}; "
+          f"{len(written.unreadable)} unreadable) in {len(written.per_folder)} folder(s)")
+    return hands
+
+
 # --------------------------------------------------------------------------- stage
 def run_pretrain(cfg: PretrainConfig, logger: Any = None) -> PretrainResult:
     if cfg.model not in MODELS:
@@ -182,7 +218,11 @@ def run_pretrain(cfg: PretrainConfig, logger: Any = None) -> PretrainResult:
     output_dir.mkdir(parents=True, exist_ok=True)
     data_root = Path(cfg.data_dir)
     corpus_dir = ""
-    if cfg.source != "folder":
+    if cfg.source == "teacher":
+        data_root = build_teacher_crops(cfg, cfg.data_dir, output_dir / "corpus", seed=cfg.seed,
+                                        progress=cfg.progress_bar)
+        corpus_dir = str(data_root)
+    elif cfg.source != "folder":
         data_root = build_corpus(cfg, cfg.data_dir, output_dir / "corpus", seed=cfg.seed, progress=cfg.progress_bar)
         corpus_dir = str(data_root)
     config_path = save_config(cfg, output_dir / "config.yaml")
@@ -224,7 +264,8 @@ def run_pretrain(cfg: PretrainConfig, logger: Any = None) -> PretrainResult:
         if cfg.preview_count > 0 else None
     meta = {"model_name": cfg.model, "img_size": cfg.img_size, "mask_ratio": cfg.mask_ratio,
             "normalize": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
-    artifacts = PretrainArtifacts(output_dir, previews, every=cfg.save_every, meta=meta, logger=logger)
+    artifacts = PretrainArtifacts(output_dir, previews, every=cfg.save_every, meta=meta, logger=logger,
+                                  snapshots=cfg.keep_snapshots)
     monitor = cfg.monitor or ("val/loss" if val_dl is not None else "train/loss")
     trainer = lightning_trainer(cfg, output_dir, [artifacts], monitor, "min")
     trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl, ckpt_path=resume_path(cfg, output_dir))

@@ -244,7 +244,8 @@ def test_encoder_from_another_ablation_is_refused():
 def _pretrain_cfg(data_dir: Path, out: Path, seed: int = 0, **kw):
     from components.pretrain import PretrainConfig
 
-    return PretrainConfig(data_dir=str(data_dir), output_dir=str(out), model="gmae_tiny", img_size=32, epochs=1,
+    kw = {"epochs": 1, **kw}
+    return PretrainConfig(data_dir=str(data_dir), output_dir=str(out), model="gmae_tiny", img_size=32,
                           batch_size=8, learning_rate=1e-3, warmup_epochs=0, num_workers=0, seed=seed,
                           progress_bar=False, preview_count=2, save_every=1, accelerator="cpu", **kw)
 
@@ -422,3 +423,67 @@ def test_hagrid_crops_format_clean_split_by_user(tmp_path):
 
     frames = hagrid_items(DATA / "hagrid_sample", mode="frames")
     assert len(frames.items) == len({it.image_path for it in scan.items}) and all(it.box is None for it in frames.items)
+
+
+# --------------------------------------------------------------------------- real hands
+HAGRID_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "hagrid_train" / "images"
+
+
+def _real_photos(root: Path, per_folder: int = 3) -> Path:
+    """A few real HaGRID photos in two gesture folders (copies: the source is never touched)."""
+    if not HAGRID_TRAIN.is_dir():
+        pytest.skip(f"needs the real photos in {HAGRID_TRAIN}")
+    for folder in ("fist", "call"):
+        (root / folder).mkdir(parents=True)
+        for p in sorted((HAGRID_TRAIN / folder).glob("*.jpg"))[:per_folder]:
+            (root / folder / p.name).write_bytes(p.read_bytes())
+    return root
+
+
+def test_pretrain_on_real_photos_cuts_hands_with_the_teacher(tmp_path):
+    from components.pretrain import run_pretrain
+
+    photos = _real_photos(tmp_path / "photos")
+    result = run_pretrain(_pretrain_cfg(photos, tmp_path / "out", source="teacher", crop_size=48, epochs=2,
+                                        keep_snapshots=True))
+    hands = Path(result.corpus_dir)
+    report = json.loads((hands.parent / "hands_report.json").read_text())
+    # Every photo shows a hand; the teacher finds most of them. The crops keep the photo's folder.
+    assert report["images_read"] == 6 and report["crops"] >= 4 and report["how"] == "teacher"
+    assert set(report["per_folder"]) == {"fist", "call"}
+    crop = cv2.imread(str(next((hands / "fist").glob("*.png"))))
+    assert crop.shape == (48, 48, 3) and crop.std() > 10  # a real picture, not a blank
+    assert len(result.previews) == 2 and len(list((tmp_path / "out" / "snapshots").glob("*.pt"))) == 2
+    # A second run reuses the crops instead of asking the teacher again.
+    again = run_pretrain(_pretrain_cfg(photos, tmp_path / "out", source="teacher", crop_size=48))
+    assert again.corpus_dir == result.corpus_dir
+
+
+def test_pretrain_on_a_folder_without_hands_fails_before_training(tmp_path):
+    from components.pretrain import run_pretrain
+
+    blank = tmp_path / "walls"
+    blank.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        cv2.imwrite(str(blank / f"wall_{i}.png"), (rng.random((96, 96, 3)) * 40 + 100).astype(np.uint8))
+    with pytest.raises(UserError, match="no hand found in 3 image"):
+        run_pretrain(_pretrain_cfg(blank, tmp_path / "out", source="teacher"))
+    assert not (tmp_path / "out" / "encoder.pt").exists()
+
+
+def test_finetune_labels_per_class_and_too_few_labels(tmp_path, split_corpus_dir):
+    from components.tasks.gmae_finetune import GMAEFinetuneConfig, run_finetune
+
+    def cfg(**kw):
+        return GMAEFinetuneConfig(data_dir=str(split_corpus_dir), output_dir=str(tmp_path / "ft"),
+                                  model="gmae_classifier_tiny", img_size=32, epochs=1, batch_size=8, num_workers=0,
+                                  progress_bar=False, plots=False, accelerator="cpu", evaluate_test=False, **kw)
+
+    result = run_finetune(cfg(labels_per_class=2))
+    classes = len(list((split_corpus_dir / "finetune_dataset" / "train").iterdir()))
+    assert result.extra["train_images"] == 2 * classes
+    # One labelled image for five classes cannot teach them: refused before training, with the fix.
+    with pytest.raises(UserError, match="at least one image per class"):
+        run_finetune(cfg(labels_per_class=1, class_names=["fist", "normal_hand", "pointer", "pinch", "2_hands",
+                                                          "call"], num_classes=0))

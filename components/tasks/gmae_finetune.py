@@ -65,6 +65,8 @@ class GMAEFinetuneConfig(RunConfig):
     val_dir: str = option("", "validation class tree (default: found under data_dir, else a split of it)")
     val_split: float = option(0.2, "share held out for validation when data_dir has no val folder", min=0.0, max=0.9)
     pretrained_weights: str = option("", "encoder.pt from components.pretrain ('' = train from scratch)")
+    labels_per_class: int = option(0, "train on only N labelled images per class (seeded pick; 0 = all): "
+                                   "label-efficiency studies", min=0)
     model: str = option("gmae_classifier_small", "gmae_classifier_tiny | _small | _base (the pretrained size)",
                         metadata={"choices": list(MODELS)})
     num_classes: int = option(0, "classes (0 = as many as the class folders; seed flag)", min=0)
@@ -142,8 +144,8 @@ def _datasets(cfg: GMAEFinetuneConfig, img_size: int) -> tuple[Any, Any, Path | 
     t_train = train_transform(img_size, cfg.min_scale, color_jitter=cfg.color_jitter)
     t_val = val_transform(img_size)
     if val_dir is not None:
-        return (ImageFolderDataset(train_dir, t_train, names), ImageFolderDataset(val_dir, t_val, names), test_dir,
-                names)
+        train = _few_labels(cfg, ImageFolderDataset(train_dir, t_train, names), names, train_dir)
+        return train, ImageFolderDataset(val_dir, t_val, names), test_dir, names
     # One class tree: a stratified hold-out fixed by the seed.
     train_all = ImageFolderDataset(train_dir, t_train, names)
     val_all = ImageFolderDataset(train_dir, t_val, names)
@@ -159,7 +161,29 @@ def _datasets(cfg: GMAEFinetuneConfig, img_size: int) -> tuple[Any, Any, Path | 
         raise UserError(f"{train_dir}: too few images to hold out a validation split; add images or pass --val_dir")
     held = set(val_idx)
     train_idx = [i for i in range(len(labels)) if i not in held]
-    return Subset(train_all, train_idx), Subset(val_all, sorted(held)), test_dir, names
+    train = _few_labels(cfg, Subset(train_all, train_idx), names, train_dir, labels[train_idx])
+    return train, Subset(val_all, sorted(held)), test_dir, names
+
+
+def _few_labels(cfg: GMAEFinetuneConfig, dataset: Any, names: list[str], where: Path, targets: Any = None) -> Any:
+    """`--labels_per_class N`: N images of every class (seeded); a set smaller than its classes is an error."""
+    import numpy as np
+    from torch.utils.data import Subset
+
+    labels = np.asarray(dataset.targets() if targets is None else targets)
+    if cfg.labels_per_class:
+        rng = np.random.default_rng(cfg.seed)
+        keep: list[int] = []
+        for c in np.unique(labels):
+            idx = np.nonzero(labels == c)[0]
+            keep += rng.permutation(idx)[: cfg.labels_per_class].tolist()
+        dataset, labels = Subset(dataset, sorted(keep)), labels[sorted(keep)]
+    present = len(np.unique(labels))
+    if len(labels) < len(names) or present < 2:
+        raise UserError(f"{where}: {len(labels)} labelled training image(s) in {present} class(es) for "
+                        f"{len(names)} classes {names}; fine-tuning needs at least one image per class (and two "
+                        "classes); add labelled images, raise --labels_per_class, or pass --class_names")
+    return dataset
 
 
 def _pretrained_img_size(path: str) -> int | None:

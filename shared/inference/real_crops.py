@@ -21,12 +21,13 @@ sub-folder (HaGRID's gesture folders) instead of the first one alphabetically.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from shared.errors import UserError
 
@@ -78,78 +79,167 @@ def _teacher():
     return HandPipeline(PipelineConfig(static=True, backend="onnxruntime", gesture_model="none", max_hands=4))
 
 
+@dataclass
+class HandCrop:
+    """One real hand crop: what `iter_hand_crops` yields."""
+
+    crop: np.ndarray  # [S, S, 3] uint8 RGB
+    keypoints: np.ndarray  # [21, 3] float64 landmarks in crop pixels
+    source: Path  # the photo
+    root: Path  # the source folder it was found under (for relative paths)
+    cls: int | None  # the label's class id (keypoint labels), None when the teacher found the hand
+
+
+@dataclass
+class CropScan:
+    """Running counts of an `iter_hand_crops` pass (filled while it yields)."""
+
+    images_read: int = 0
+    unreadable: list[str] = field(default_factory=list)
+    how: set[str] = field(default_factory=set)
+
+
+def _source_items(src: Path) -> list[tuple[Path, list | None]]:
+    """(image, its keypoint labels or None = ask the teacher) for every photo under `src`."""
+    from shared.data.labels import label_path_for, list_images, read_labels
+
+    pairs = _label_dirs(src) if src.is_dir() else []
+    if not pairs:
+        return [(p, None) for p in (list_images(src) if src.is_dir() else [src])]
+    labelled: list[tuple[Path, list | None]] = []
+    for images_dir, labels_dir in pairs:
+        for image in list_images(images_dir):
+            label_file = label_path_for(image, images_dir, labels_dir)
+            labels = read_labels(label_file, num_classes=1000)[0] if label_file.is_file() else []
+            with_kp = [lab for lab in labels if lab.has_keypoints]
+            # A dataset with boxes only (human labels) goes through the teacher instead.
+            labelled.append((image, with_kp if with_kp or not labels else None))
+    if all(v is None or not v for _, v in labelled):
+        labelled = [(p, None) for p, _ in labelled]
+    return labelled
+
+
+def iter_hand_crops(sources: str | Path | Iterable[str | Path], size: int = 224, seed: int = 0,
+                    min_score: float = 0.5, scan: CropScan | None = None,
+                    progress: bool = False) -> Iterator[HandCrop]:
+    """Every real hand crop of one or more folders (or image files), one at a time; see the module doc.
+
+    Photos are visited in a fixed shuffled order per source (`seed`). Unreadable files are
+    counted in `scan` (and skipped); a missing source is a UserError before anything is read.
+    """
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    sources = [Path(s) for s in sources]
+    if not sources:
+        raise UserError("no source of real photos given; pass a folder of real photos of hands")
+    for src in sources:
+        if not src.exists():
+            raise UserError(f"{src}: no such folder or image; pass a folder of real photos of hands")
+    scan = scan if scan is not None else CropScan()
+    teacher = None
+    for src in sources:
+        items = _source_items(src)
+        order = np.random.default_rng(seed).permutation(len(items))
+        for i in tqdm(order, desc=f"hand crops {src.name}", unit="photo", disable=not progress):
+            image, labels = items[i]
+            bgr = cv2.imread(str(image), cv2.IMREAD_COLOR)
+            if bgr is None:
+                scan.unreadable.append(str(image))  # only shrinks the set; named by the caller
+                continue
+            scan.images_read += 1
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            h, w = rgb.shape[:2]
+            if labels is not None:
+                hands = [(lab.keypoints_px(w, h), lab.cls) for lab in labels]
+                scan.how.add("labels")
+            else:
+                teacher = teacher or _teacher()
+                found = teacher.process(rgb)
+                keep = np.ones(len(found.xyxy), bool) if found.score is None else found.score >= min_score
+                hands = [] if found.keypoints is None else [(kp, None) for kp in found.keypoints[keep]]
+                scan.how.add("teacher")
+            for kp, cls in hands:
+                crop, kp_crop = crop_from_landmarks(rgb, np.asarray(kp, np.float64), size)
+                yield HandCrop(crop, kp_crop, image, src if src.is_dir() else src.parent, cls)
+
+
+def no_hands_error(sources: Iterable[str | Path], read: int, use: str) -> UserError:
+    where = ", ".join(str(s) for s in sources)
+    return UserError(f"{where}: no hand found in {read} image(s); {use} needs real photos of hands "
+                     "(or a YOLO-pose dataset with keypoints, e.g. from components.autolabel)")
+
+
 def real_crops(sources: str | Path | Iterable[str | Path], size: int = 224, limit: int | None = None,
                seed: int = 0, min_score: float = 0.5) -> RealCrops:
-    """Up to `limit` real hand crops from one or more folders (or image files); see the module doc.
+    """Up to `limit` real hand crops from one or more folders (or image files), as arrays.
 
     A folder holding YOLO-pose labels with keypoints is read from its labels; any other folder
     (or image) goes through the teacher. Raises a UserError when a source does not exist or
     when no hand is found at all (a calibration set with no hands in it is a mistake, never
     an empty calibration).
     """
-    from shared.data.labels import label_path_for, list_images, read_labels
-
-    if isinstance(sources, (str, Path)):
-        sources = [sources]
-    sources = [Path(s) for s in sources]
-    if not sources:
-        raise UserError("no calibration / test source given; pass a folder of real photos")
+    sources = [Path(sources)] if isinstance(sources, (str, Path)) else [Path(s) for s in sources]
     limit = limit if limit and limit > 0 else None
+    scan = CropScan()
     crops: list[np.ndarray] = []
     kps: list[np.ndarray] = []
     names: list[str] = []
-    read = 0
-    unreadable: list[str] = []
-    how = set()
-    teacher = None
-    for src in sources:
-        if not src.exists():
-            raise UserError(f"{src}: no such folder or image; pass a folder of real photos of hands")
-        pairs = _label_dirs(src) if src.is_dir() else []
-        labelled: list[tuple[Path, list[np.ndarray] | None]] = []  # image, its keypoint labels (None = teacher)
-        if pairs:
-            for images_dir, labels_dir in pairs:
-                for image in list_images(images_dir):
-                    label_file = label_path_for(image, images_dir, labels_dir)
-                    labels = read_labels(label_file, num_classes=1000)[0] if label_file.is_file() else []
-                    with_kp = [lab for lab in labels if lab.has_keypoints]
-                    # A dataset with boxes only (human labels) goes through the teacher instead.
-                    labelled.append((image, with_kp if with_kp or not labels else None))
-            if all(v is None or not v for _, v in labelled):
-                labelled = [(p, None) for p, _ in labelled]
-        else:
-            paths = list_images(src) if src.is_dir() else [src]
-            labelled = [(p, None) for p in paths]
-        for image, labels in [labelled[i] for i in np.random.default_rng(seed).permutation(len(labelled))]:
-            if limit is not None and len(crops) >= limit:
-                break
-            bgr = cv2.imread(str(image), cv2.IMREAD_COLOR)
-            if bgr is None:
-                unreadable.append(str(image))  # only shrinks the set; named by the caller
-                continue
-            read += 1
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            h, w = rgb.shape[:2]
-            if labels is not None:
-                hands = [lab.keypoints_px(w, h) for lab in labels]
-                how.add("labels")
-            else:
-                teacher = teacher or _teacher()
-                found = teacher.process(rgb)
-                keep = np.ones(len(found.xyxy), bool) if found.score is None else found.score >= min_score
-                hands = [] if found.keypoints is None else list(found.keypoints[keep])
-                how.add("teacher")
-            for kp in hands:
-                if limit is not None and len(crops) >= limit:
-                    break
-                crop, kp_crop = crop_from_landmarks(rgb, np.asarray(kp, np.float64), size)
-                crops.append(crop)
-                kps.append(kp_crop)
-                names.append(str(image))
+    for hand in iter_hand_crops(sources, size=size, seed=seed, min_score=min_score, scan=scan):
+        if limit is not None and len(crops) >= limit:
+            break
+        crops.append(hand.crop)
+        kps.append(hand.keypoints)
+        names.append(str(hand.source))
     if not crops:
-        where = ", ".join(str(s) for s in sources)
-        raise UserError(f"{where}: no hand found in {read} image(s); calibration and verification need real "
-                        "photos of hands (or a YOLO-pose dataset with keypoints, e.g. from components.autolabel)")
+        raise no_hands_error(sources, scan.images_read, "calibration and verification")
     x = np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32) * (1.0 / 255.0)  # [N, 3, S, S]
-    return RealCrops(x=np.ascontiguousarray(x), keypoints=np.stack(kps), sources=names, images_read=read,
-                     unreadable=unreadable, how="+".join(sorted(how)))
+    return RealCrops(x=np.ascontiguousarray(x), keypoints=np.stack(kps), sources=names, images_read=scan.images_read,
+                     unreadable=scan.unreadable, how="+".join(sorted(scan.how)))
+
+
+@dataclass
+class CropFolderReport:
+    """What `write_hand_crops` wrote."""
+
+    out_dir: str
+    crops: int
+    images_read: int
+    per_folder: dict[str, int]
+    unreadable: list[str]
+    how: str
+
+
+def write_hand_crops(sources: str | Path | Iterable[str | Path], out_dir: str | Path, size: int = 224,
+                     seed: int = 0, min_score: float = 0.5, progress: bool = True,
+                     use: str = "pretraining") -> CropFolderReport:
+    """Every real hand of `sources` as a PNG crop under `out_dir/<folder>/`, for image-folder training.
+
+    `<folder>` is the label's class name for keypoint labels (our gestures, or `hand`), else
+    the photo's own folder name (HaGRID's gesture folders; `_unlabelled` for photos at the top).
+    `out_dir` must not hold crops already (nothing is mixed or overwritten). No hand at all
+    is a UserError naming the sources, before any training starts.
+    """
+    from shared.data.corpus import UNLABELLED
+    from shared.hand import LABEL_NAMES
+
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out}: not empty; hand crops are written into a fresh folder (delete it or pick another)")
+    sources = [Path(sources)] if isinstance(sources, (str, Path)) else [Path(s) for s in sources]
+    scan = CropScan()
+    per_folder: dict[str, int] = {}
+    per_photo: dict[Path, int] = {}
+    for hand in iter_hand_crops(sources, size=size, seed=seed, min_score=min_score, scan=scan, progress=progress):
+        if hand.cls is not None:
+            folder = LABEL_NAMES[hand.cls] if 0 <= hand.cls < len(LABEL_NAMES) else f"class_{hand.cls}"
+        else:
+            folder = UNLABELLED if hand.source.parent == hand.root else hand.source.parent.name
+        k = per_photo[hand.source] = per_photo.get(hand.source, -1) + 1
+        dst = out / folder / f"{hand.source.stem}_{k}.png"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(dst), cv2.cvtColor(hand.crop, cv2.COLOR_RGB2BGR))
+        per_folder[folder] = per_folder.get(folder, 0) + 1
+    if not per_folder:
+        raise no_hands_error(sources, scan.images_read, use)
+    return CropFolderReport(str(out), sum(per_folder.values()), scan.images_read, dict(sorted(per_folder.items())),
+                            scan.unreadable, "+".join(sorted(scan.how)))

@@ -20,6 +20,7 @@ Both raise on a non-finite loss instead of training on.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -196,8 +197,10 @@ class PretrainArtifacts(L.Callback):
     """Every `every` epochs and at the end: `encoder.pt` (+ `gmae.pt`, the whole autoencoder) and a preview PNG."""
 
     def __init__(self, output_dir: str | Path, preview_images: torch.Tensor | None, every: int = 10,
-                 meta: dict[str, Any] | None = None, logger: ExperimentLogger | None = None) -> None:
+                 meta: dict[str, Any] | None = None, logger: ExperimentLogger | None = None,
+                 snapshots: bool = False) -> None:
         self.output_dir = Path(output_dir)
+        self.snapshots = snapshots
         self.preview_images = preview_images
         self.every = max(int(every), 1)
         self.meta = dict(meta or {})
@@ -214,6 +217,10 @@ class PretrainArtifacts(L.Callback):
         save_checkpoint({"format": "gmae-encoder/1", "encoder": enc_state,
                          "encoder_config": encoder_config_dict(model.cfg.encoder), "epoch": epoch,
                          "step": trainer.global_step, **self.meta}, self.output_dir / "encoder.pt")
+        if self.snapshots:
+            snap = self.output_dir / "snapshots" / f"encoder_epoch_{epoch + 1:04d}.pt"
+            snap.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.output_dir / "encoder.pt", snap)
         save_checkpoint({"format": "gmae-autoencoder/1",
                          "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                          "encoder_config": encoder_config_dict(model.cfg.encoder), "epoch": epoch, **self.meta},
