@@ -90,17 +90,35 @@ def pretrain_encoder(cfg: dict, ingested: dict) -> dict:
         return {"encoder": None, "metrics": {}}
     data = fetch_folder(ingested["dataset"])
     out = os.path.join(cfg["output_dir"], "pretrain")
-    # source "yolo": hand crops cut from the dataset, split 70% pretrain / 30% fine-tune.
-    pcfg = PretrainConfig(source="yolo", data_dir=str(data), output_dir=out, model=cfg["gmae_model"],
-                          epochs=cfg["pretrain_epochs"], batch_size=cfg["pretrain_batch_size"],
-                          img_size=cfg["gmae_img_size"], seed=cfg["seed"], num_workers=0, progress_bar=False,
-                          save_every=max(1, cfg["pretrain_epochs"]))
+    real = cfg["source"] == "teacher"
+    # Real photos (the teacher's dataset): EVERY hand of every photo, gesture or not, cut where its 21
+    # landmarks put it (source "teacher"). Rendered data (source "yolo"): box crops split 70% / 30%.
+    pcfg = PretrainConfig(source="teacher" if real else "yolo", data_dir=str(data), output_dir=out,
+                          model=cfg["gmae_model"], epochs=cfg["pretrain_epochs"],
+                          batch_size=cfg["pretrain_batch_size"], img_size=cfg["gmae_img_size"],
+                          crop_size=max(96, cfg["gmae_img_size"]), seed=cfg["seed"], num_workers=0,
+                          progress_bar=False, save_every=max(1, cfg["pretrain_epochs"]))
     result = run_pretrain(pcfg)
+    # Fine-tuning reads the class folders: the rendered corpus's finetune part, or the real crops'
+    # gesture folders (the teacher's `hand` crops, whose gesture is unknown, only pretrain).
+    finetune_dir = os.path.join(result.corpus_dir, "finetune_dataset")
+    if real:
+        from shared.hand import GESTURES
+
+        finetune_dir = os.path.join(out, "finetune_view")
+        for folder in Path(result.corpus_dir).iterdir():
+            if folder.name not in GESTURES:
+                continue
+            (Path(finetune_dir) / folder.name).mkdir(parents=True, exist_ok=True)
+            for crop in folder.iterdir():
+                link = Path(finetune_dir) / folder.name / crop.name
+                if not link.exists():
+                    link.symlink_to(crop.resolve())
     log_metrics("pretrain", result.metrics)
     ref = register_model(result.encoder_weights, "gmae_encoder", ["gmae", "encoder", cfg["preset"]],
                          {"metrics": result.metrics, "model": cfg["gmae_model"], "img_size": cfg["gmae_img_size"],
                           "dataset_hash": ingested["content_hash"]})
-    return {"encoder": ref, "metrics": result.metrics, "corpus_dir": result.corpus_dir}
+    return {"encoder": ref, "metrics": result.metrics, "corpus_dir": result.corpus_dir, "finetune_dir": finetune_dir}
 
 
 def train_detector_model(cfg: dict, ingested: dict) -> dict:
@@ -203,7 +221,7 @@ def train_gesture_classifier(cfg: dict, ingested: dict, augmented: dict, pretrai
     if cfg["classifier_source"] == "gmae" and pretrained.get("encoder"):
         from components.tasks.gmae_finetune import GMAEFinetuneConfig, run_finetune
 
-        fcfg = GMAEFinetuneConfig(data_dir=os.path.join(pretrained["corpus_dir"], "finetune_dataset"),
+        fcfg = GMAEFinetuneConfig(data_dir=pretrained["finetune_dir"],
                                   pretrained_weights=str(fetch_model(pretrained["encoder"])), output_dir=out,
                                   epochs=cfg["classifier_epochs"],
                                   model=cfg["gmae_model"].replace("gmae_", "gmae_classifier_"),

@@ -14,6 +14,7 @@ import zipfile
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.helpers import offline_env
@@ -234,6 +235,31 @@ def test_real_preset_runs_end_to_end(tmp_path: Path) -> None:
     assert by_set["images"] == 124 and 0.0 <= by_set["recall"] <= 1.0
     assert (out / "dataset" / "contact_sheet.png").is_file() and (out / "classifier" / "MODEL_CARD.md").is_file()
     assert (tmp_path / "repo").is_dir()
+
+
+@pytest.mark.skipif(not (REAL / "hagrid_train").is_dir(), reason="needs ../shared/data (real photos)")
+def test_real_preset_pretrains_gmae_on_every_hand_and_finetunes_it(tmp_path: Path) -> None:
+    """`--preset real` with `classifier_source=gmae`: the pretrain step reads every hand of the teacher's
+    dataset (gesture or not), the classifier step fine-tunes that encoder on the gesture hands only."""
+    photos = tmp_path / "photos"
+    for gesture in ("fist", "palm", "call"):  # `call` maps to no gesture of ours: pretraining only
+        (photos / gesture).mkdir(parents=True)
+        for src in sorted((REAL / "hagrid_train" / "images" / gesture).glob("*.jpg"))[:4]:
+            (photos / gesture / src.name).write_bytes(src.read_bytes())
+    out = tmp_path / "out"
+    proc = _run(tmp_path, "--preset", "real", "--set", f"input_dir={photos}", f"test_dir={REAL / 'hagrid_sample'}",
+                "detector_epochs=1", "detector_imgsz=160", "gates={}", "smoke_test=false", "pretrain_epochs=1",
+                "classifier_source=gmae", "classifier_epochs=1", f"output_dir={out}", f"triton_repo={tmp_path / 'r'}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    hands = json.loads((out / "pretrain" / "corpus" / "hands_report.json").read_text())
+    assert hands["how"] == "labels" and "hand" in hands["per_folder"]  # `call` hands: unlabelled, pretrained on
+    assert {"fist", "normal_hand"} <= set(hands["per_folder"])
+    pretrain = json.loads((out / "pretrain" / "pretrain_summary.json").read_text())
+    assert pretrain["corpus_dir"].endswith("hands") and np.isfinite(pretrain["metrics"]["train/loss"])
+    finetune = json.loads((out / "classifier" / "train_summary.json").read_text())
+    assert finetune["pretrained_weights"].endswith("encoder.pt")
+    assert json.loads((out / "classifier" / "encoder_load.json").read_text())["missing"] == []
+    assert sorted(p.name for p in (out / "pretrain" / "finetune_view").iterdir()) == ["fist", "normal_hand"]
 
 
 def test_real_preset_needs_its_input(tmp_path: Path) -> None:

@@ -178,11 +178,16 @@ def _few_labels(cfg: GMAEFinetuneConfig, dataset: Any, names: list[str], where: 
             idx = np.nonzero(labels == c)[0]
             keep += rng.permutation(idx)[: cfg.labels_per_class].tolist()
         dataset, labels = Subset(dataset, sorted(keep)), labels[sorted(keep)]
-    present = len(np.unique(labels))
-    if len(labels) < len(names) or present < 2:
-        raise UserError(f"{where}: {len(labels)} labelled training image(s) in {present} class(es) for "
-                        f"{len(names)} classes {names}; fine-tuning needs at least one image per class (and two "
-                        "classes); add labelled images, raise --labels_per_class, or pass --class_names")
+    from shared.data.corpus import find_classes
+
+    # The classes asked for (--class_names), else the class folders there: each needs a training image.
+    required = list(cfg.class_names) or find_classes(where)
+    have = {names[int(c)] for c in np.unique(labels)}
+    empty = [c for c in required if c not in have]
+    if empty or len(have) < 2:
+        raise UserError(f"{where}: {len(labels)} labelled training image(s) in {len(have)} class(es), none for "
+                        f"{empty or 'a second class'}; fine-tuning needs at least one image per class (and two "
+                        "classes); add labelled images, raise --labels_per_class, or fix --class_names")
     return dataset
 
 
