@@ -47,6 +47,8 @@ from shared.hand import GESTURE_NONE, GESTURE_UNKNOWN, GESTURES, HANDEDNESS
 from shared.serving.hand_models import (
     DETECTION_OUTPUTS,
     HAND_TENSORS,
+    HANDS_GESTURE_PROBS,
+    HANDS_OUTPUTS,
     IMAGE,
     IMAGE_HW,
     LETTERBOX,
@@ -112,8 +114,17 @@ class DeployConfig:
                                        "summary .json), trained or untrained",
                                metadata={"choices": ["auto", "trained", "untrained"]})
     max_hands: int = option(4, "at most this many hands per frame (hand_pipeline)", min=1)
-    max_streams: int = option(8, "streams one hand_pipeline / tracker instance serves at once (sequence "
-                                 "batching slots; more streams wait for a free slot)", min=1)
+    max_streams: int = option(8, "hand_pipeline / tracker: at most this many streams' frames in one batched call "
+                                 "(max_batch_size; with --sequence_strategy direct also the streams an instance "
+                                 "serves at once)", min=1)
+    sequence_strategy: str = option("oldest", "Triton's sequence batcher for the stateful models: oldest (streams "
+                                              "share batched calls: each batch takes the oldest waiting frame of up "
+                                              "to --max_streams streams) or direct (one fixed batch slot per stream)",
+                                    metadata={"choices": ["oldest", "direct"]})
+    max_sequences: int = option(64, "--sequence_strategy oldest: live streams per instance (more wait until one "
+                                    "ends or idles out)", min=1)
+    sequence_delay_us: int = option(0, "--sequence_strategy oldest: how long a batch waits for more streams' frames "
+                                       "(us; 0 = batch what is waiting)", min=0)
     idle_timeout_s: float = option(30.0, "a stream silent for this long is dropped (its next frame must START)",
                                    min=0.0)
     pipeline_instances: int = option(2, "hand_pipeline instances (each a process; Triton spreads the streams over "
@@ -420,7 +431,9 @@ def stateful_models(cfg: DeployConfig, det: DetectorSpec, lm_spec: Any, gesture_
     """tracker and hand_pipeline: python, sequence batching (one correlation id = one stream)."""
     from shared.tracking import TrackerConfig
 
-    seq = SequenceBatching(max_sequence_idle_microseconds=int(cfg.idle_timeout_s * 1e6))
+    seq = SequenceBatching(max_sequence_idle_microseconds=int(cfg.idle_timeout_s * 1e6),
+                           strategy=cfg.sequence_strategy, max_candidate_sequences=cfg.max_sequences,
+                           max_queue_delay_microseconds=cfg.sequence_delay_us)
     pipe_cfg = pipeline_config_dict(cfg)
     tracker_params = {k: pipe_cfg[k] for k in ("track_max_age", "track_iou_threshold", "track_min_hits",
                                                "smooth_keypoints", "fps")}
@@ -446,8 +459,8 @@ def stateful_models(cfg: DeployConfig, det: DetectorSpec, lm_spec: Any, gesture_
     # in its parameters so a generic client can read what GESTURE / HANDEDNESS numbers mean.
     hands_files: dict[str, Any] = {**files, "model.py": python_model_source("hands")}
     hands = ModelConfig(
-        name=MODEL_HANDS, backend="python", inputs=[IMAGE], outputs=list(PIPELINE_OUTPUTS),
-        max_batch_size=cfg.max_streams,
+        name=MODEL_HANDS, backend="python", inputs=[IMAGE], outputs=list(HANDS_OUTPUTS),
+        labels={HANDS_GESTURE_PROBS.name: GESTURES * cfg.max_hands}, max_batch_size=cfg.max_streams,
         dynamic_batching=DynamicBatching(max_queue_delay_microseconds=cfg.queue_delay_us),
         keep_versions=cfg.keep_versions, instance_groups=[InstanceGroup("KIND_CPU", cfg.pipeline_instances)],
         parameters={**_params({"pipeline": {**pipe_cfg, "static": True}, "detector": dataclasses.asdict(det),
@@ -467,7 +480,7 @@ def _check(cfg: DeployConfig) -> None:
         raise UserError(f"--backend {cfg.backend!r} is not one of {', '.join(DEPLOY_BACKENDS)}")
     if cfg.detector not in DETECTORS:
         raise UserError(f"--detector {cfg.detector!r} is not one of {', '.join(DETECTORS)}")
-    for name in ("keep_versions", "max_batch_size", "max_hands", "max_streams", "pipeline_instances"):
+    for name in ("keep_versions", "max_batch_size", "max_hands", "max_streams", "pipeline_instances", "max_sequences"):
         if getattr(cfg, name) < 1:
             raise UserError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.max_batch_size < cfg.max_hands:

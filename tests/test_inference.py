@@ -182,6 +182,33 @@ def test_tracking_mode_detects_while_fewer_hands_than_max(models):
     assert detector.calls == 2  # frames 0 and 2: the periodic re-detection
 
 
+def test_streams_batched_together_answer_as_each_stream_alone(models):
+    """`process_streams`: 3 streams (two photos, one of them twice, different frame counts) share one
+    detector call and one crop-model call per step, yet each keeps its own ids and hands."""
+    from shared.inference.pipeline import process_streams
+
+    photos = sorted(PALM_DIR.glob("*.jpg"))
+    videos = [shifted_sequence(read_rgb(photos[0]), 6), shifted_sequence(read_rgb(photos[1]), 6, step=-2.0),
+              shifted_sequence(read_rgb(photos[0]), 6, step=1.0)]
+    alone = []
+    for video in videos:
+        pipe = make_pipeline(models, max_hands=2)
+        alone.append([pipe.process(f) for f in video])
+    detector = CountingDetector(models["onnxruntime"][0])
+    pipes = [HandPipeline(PipelineConfig(max_hands=2), detector=detector, crop_model=models["onnxruntime"][1])
+             for _ in videos]
+    together = [process_streams(pipes, [v[t] for v in videos]) for t in range(6)]
+    assert detector.calls == 6  # one call per step for all three streams (each looks for a 2nd hand)
+    for k, video in enumerate(videos):
+        for t in range(len(video)):
+            got, want = together[t][k], alone[k][t]
+            assert len(got) == len(want) > 0
+            np.testing.assert_array_equal(got.track_id, want.track_id)
+            np.testing.assert_allclose(got.keypoints[..., :2], want.keypoints[..., :2], atol=1e-3)
+    with pytest.raises(ValueError, match="appears twice"):
+        process_streams([pipes[0], pipes[0]], [videos[0][0]] * 2)
+
+
 def test_static_mode_runs_detector_every_frame_without_ids(models):
     frames = shifted_sequence(read_rgb(sorted(PALM_DIR.glob("*.jpg"))[0]), 4)
     detector = CountingDetector(models["onnxruntime"][0])

@@ -542,6 +542,34 @@ def test_hands_answers_a_plain_rest_request_without_a_sequence_id(server, deploy
 
 
 @pytest.mark.triton
+def test_hands_over_tritonclient_http_with_gesture_labels(server):
+    """Plain `tritonclient.http`, no sequence id: `hands` finds the hand of a real photo, and
+    `class_count` on GESTURE_PROBS names its gesture ("score:index:label", hand = index // G)."""
+    import tritonclient.http as httpclient
+
+    from shared.hand import GESTURES
+
+    bgr = cv2.imread(str(sorted((HAGRID / "images" / "palm").glob("*.jpg"))[0]))
+    rgb = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)[None])
+    client = httpclient.InferenceServerClient(server.http_url)
+    image = httpclient.InferInput("IMAGE", list(rgb.shape), "UINT8")
+    image.set_data_from_numpy(rgb, binary_data=True)  # the binary extension: raw bytes, not JSON numbers
+    outputs = [httpclient.InferRequestedOutput("GESTURE"), httpclient.InferRequestedOutput("GESTURE_SCORE"),
+               httpclient.InferRequestedOutput("XYXY"),
+               httpclient.InferRequestedOutput("GESTURE_PROBS", binary_data=False, class_count=1)]
+    result = client.infer(hm.MODEL_HANDS, [image], outputs=outputs)
+    boxes, gesture = result.as_numpy("XYXY")[0], result.as_numpy("GESTURE")[0]
+    assert len(boxes) >= 1 and gesture[0] >= 0
+    top = np.asarray(result.as_numpy("GESTURE_PROBS")).reshape(-1)[0]  # JSON: str, binary: bytes
+    score, index, label = (top.decode() if isinstance(top, bytes) else str(top)).split(":")
+    hand, cls = divmod(int(index), len(GESTURES))
+    assert label == GESTURES[cls] and hand < len(boxes)
+    assert label == GESTURES[gesture[hand]]
+    assert abs(float(score) - float(result.as_numpy("GESTURE_SCORE")[0][hand])) < 1e-4
+    client.close()
+
+
+@pytest.mark.triton
 def test_gesture_probabilities_come_with_their_names(server, client, deployed):
     """Triton's classification extension on the crop model: `class_count` gives "score:index:label"."""
     import tritonclient.grpc as grpcclient
@@ -605,6 +633,51 @@ def test_interleaved_streams_match_the_in_process_pipeline(server, client, deplo
     assert not errors, errors
     for sid in (ONE_HAND, TWO_HANDS):
         assert_same_hands(concurrent[100 + sid], reference[sid], atol=1e-2, what=f"concurrent stream {sid}")
+
+
+@pytest.mark.triton
+def test_sixteen_concurrent_streams_keep_their_own_tracks(server, deployed, streams, reference):
+    """16 streams at once from 16 threads (8 showing one hand, 8 showing two): Triton's `oldest`
+    sequence batcher puts frames of several streams into one batched hand_pipeline call, and
+    every stream still gets exactly its own answers (ids 1..hands, no cross-talk)."""
+    from shared.serving.triton_backend import TritonHandClient
+    from shared.serving.triton_config import parse_pbtxt
+
+    repo, _ = deployed
+    config = parse_pbtxt((repo / hm.MODEL_PIPELINE / "config.pbtxt").read_text())
+    assert config.sequence_batching.HasField("oldest") and config.max_batch_size >= 2
+    kinds = {300 + k: (ONE_HAND, TWO_HANDS)[k % 2] for k in range(16)}
+
+    def counts() -> tuple[int, int]:
+        with TritonHandClient(server.grpc_url) as c:
+            st = c.client.get_inference_statistics(hm.MODEL_PIPELINE).model_stats[0]
+        return st.inference_count, st.execution_count
+
+    before = counts()
+    got: dict[int, list[HandResults]] = {}
+    errors: list[BaseException] = []
+
+    def run(sid: int) -> None:
+        try:
+            with TritonHandClient(server.grpc_url, shared_memory="off", timing=True) as c:
+                s = c.stream(sid)
+                frames = streams[kinds[sid]]
+                got[sid] = [s.send(f, last=i == len(frames) - 1) for i, f in enumerate(frames)]
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(sid,)) for sid in kinds]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=300)
+    assert not errors, errors
+    after = counts()
+    frames, calls = after[0] - before[0], after[1] - before[1]
+    assert frames == 16 * NUM_FRAMES and calls < frames  # streams shared calls
+    for sid, kind in kinds.items():
+        assert_same_hands(got[sid], reference[kind], atol=1e-2, what=f"stream {sid}")
+        assert_stable_ids(got[sid], 1 if kind == ONE_HAND else 2)
 
 
 @pytest.mark.triton

@@ -326,6 +326,7 @@ class HandPipeline:
         self.timing_totals = {k: 0.0 for k in STAGES}
         self.last_timing = FrameTiming()
         self.last_timings: list[FrameTiming] = []
+        self.last_gesture_probs: list[np.ndarray | None] = []
 
     # ------------------------------------------------------------------ public
     @classmethod
@@ -344,43 +345,7 @@ class HandPipeline:
         _check_image(image)
         if self.cfg.static:
             return self.process_batch([image])[0]
-        cfg = self.cfg
-        t0 = time.perf_counter()
-        image = self._prepare(image)
-        rois = self._rois_from_followed()
-        origins = [int(t) for t in self._followed_ids[: len(rois)]]
-        periodic = cfg.detect_interval > 0 and self._since_detect >= cfg.detect_interval
-        run_detector = len(rois) < cfg.max_hands or periodic
-        if run_detector:
-            detections = self.detector([image])[0]
-            self.detector_calls += 1
-            self._since_detect = 0
-            # A periodic look with every slot taken lets a new hand compete: all candidates
-            # go through the crop model and the max_hands most present ones stay.
-            limit = cfg.max_hands + (len(detections) if len(rois) >= cfg.max_hands else 0)
-            rois, origins = self._merge(rois, origins, detections, limit)
-        self._since_detect += 1
-        t1 = time.perf_counter()
-
-        frame, t_crops, t_model = self._landmarks([image], [rois], [origins])
-        frame = frame[0]
-        t4 = time.perf_counter()
-
-        # A hand whose ROI came from a track's landmarks continues that track (identity by
-        # ROI, as in MediaPipe); the tracker matches only the detector's hands by IoU (and
-        # runs its Kalman steps only then, see HandTracker._sync).
-        hands = self.tracker.update(frame.results, timestamp=timestamp, gesture_probs=frame.gesture_probs,
-                                    track_hints=frame.origins)
-        self._followed, self._followed_ids = frame.raw_keypoints, hands.track_id
-        if frame.gesture_probs is not None:  # the smoothed gesture obeys the threshold too
-            hands.gesture[(hands.gesture >= 0) & (hands.gesture_score < cfg.gesture_threshold)] = GESTURE_UNKNOWN
-        t5 = time.perf_counter()
-
-        t_post = (t4 - t1) - t_crops - t_model
-        self._record([FrameTiming(detector=(t1 - t0) * 1e3, crops=t_crops * 1e3, crop_model=t_model * 1e3,
-                                  post=t_post * 1e3, tracker=(t5 - t4) * 1e3,
-                                  total=(t5 - t0) * 1e3, detector_ran=run_detector, hands=len(hands))])
-        return hands
+        return process_streams([self], [image], [timestamp])[0]
 
     def process_batch(self, images: list[np.ndarray]) -> list[HandResults]:
         """Several frames. Static mode batches them (one detector call, one crop-model call
@@ -409,9 +374,40 @@ class HandPipeline:
         self._record([FrameTiming(detector=(t1 - t0) * 1e3 / n, crops=t_crops * 1e3 / n, crop_model=t_model * 1e3 / n,
                                   post=t_post * 1e3 / n, tracker=0.0, total=(t4 - t0) * 1e3 / n, detector_ran=True,
                                   hands=len(f.results)) for f in frames])
+        self.last_gesture_probs = [f.gesture_probs for f in frames]  # per frame [N, G] or None
         return [f.results for f in frames]
 
     # ------------------------------------------------------------------ stages
+    def _begin(self, image: np.ndarray) -> _Step:
+        """Tracking mode, before the networks: the followed hands' ROIs and whether to look for more."""
+        _check_image(image)
+        cfg = self.cfg
+        rois = self._rois_from_followed()
+        origins = [int(t) for t in self._followed_ids[: len(rois)]]
+        periodic = cfg.detect_interval > 0 and self._since_detect >= cfg.detect_interval
+        return _Step(self._prepare(image), rois, origins, len(rois) < cfg.max_hands or periodic)
+
+    def _merge_detections(self, step: _Step, detections: Detections) -> None:
+        self.detector_calls += 1
+        self._since_detect = 0
+        # A periodic look with every slot taken lets a new hand compete: all candidates
+        # go through the crop model and the max_hands most present ones stay.
+        limit = self.cfg.max_hands + (len(detections) if len(step.rois) >= self.cfg.max_hands else 0)
+        step.rois, step.origins = self._merge(step.rois, step.origins, detections, limit)
+
+    def _finish(self, frame: _Frame, timestamp: float | None) -> HandResults:
+        """Tracking mode, after the networks: the tracker, and the hands to follow next frame."""
+        self._since_detect += 1
+        # A hand whose ROI came from a track's landmarks continues that track (identity by
+        # ROI, as in MediaPipe); the tracker matches only the detector's hands by IoU (and
+        # runs its Kalman steps only then, see HandTracker._sync).
+        hands = self.tracker.update(frame.results, timestamp=timestamp, gesture_probs=frame.gesture_probs,
+                                    track_hints=frame.origins)
+        self._followed, self._followed_ids = frame.raw_keypoints, hands.track_id
+        if frame.gesture_probs is not None:  # the smoothed gesture obeys the threshold too
+            hands.gesture[(hands.gesture >= 0) & (hands.gesture_score < self.cfg.gesture_threshold)] = GESTURE_UNKNOWN
+        return hands
+
     def _prepare(self, image: np.ndarray) -> np.ndarray:
         if self.cfg.grayscale:
             return cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
@@ -500,6 +496,63 @@ class HandPipeline:
     def mean_timing(self) -> dict[str, float]:
         """Mean milliseconds per frame and stage since construction."""
         return {k: v / max(self.frames, 1) for k, v in self.timing_totals.items()}
+
+
+@dataclass
+class _Step:
+    """One tracking-mode frame of one stream between the stages of `process_streams`."""
+
+    image: np.ndarray
+    rois: list[Roi]
+    origins: list[int]
+    run_detector: bool
+
+
+def process_streams(pipes: list[HandPipeline], images: list[np.ndarray],
+                    timestamps: list[float | None] | None = None) -> list[HandResults]:
+    """One tracking-mode frame for each of several streams, as one batch: each stream keeps its
+    own followed hands and tracker, but the streams that need the palm detector share one
+    detector call and every hand of every stream goes through one crop-model call.
+
+    `pipes` must share one detector, crop model and config (e.g. the streams of one served
+    model); one stream may appear only once. Each stream's answer is what its own `process`
+    gives (the networks see the same inputs, in a larger batch).
+    """
+    if not pipes:
+        return []
+    lead = pipes[0]
+    cfg = lead.cfg
+    if len({id(p) for p in pipes}) != len(pipes):
+        raise ValueError("process_streams: a stream appears twice; send its frames one call after another")
+    if any(p.detector is not lead.detector or p.crop_model is not lead.crop_model or p.cfg != cfg for p in pipes):
+        raise ValueError("process_streams: the streams must share one detector, crop model and config")
+    if cfg.static:
+        raise ValueError("process_streams is for tracking mode; static mode batches with process_batch")
+    timestamps = list(timestamps) if timestamps is not None else [None] * len(pipes)
+    t0 = time.perf_counter()
+    steps = [p._begin(im) for p, im in zip(pipes, images)]
+    looking = [i for i, st in enumerate(steps) if st.run_detector]
+    if looking:
+        detections = lead.detector([steps[i].image for i in looking])
+        for i, det in zip(looking, detections):
+            pipes[i]._merge_detections(steps[i], det)
+    t1 = time.perf_counter()
+    frames, t_crops, t_model = lead._landmarks([st.image for st in steps], [st.rois for st in steps],
+                                               [st.origins for st in steps])
+    t4 = time.perf_counter()
+    n = len(pipes)
+    t_post = ((t4 - t1) - t_crops - t_model) / n
+    out = []
+    for pipe, step, frame, ts in zip(pipes, steps, frames, timestamps):
+        t_track = time.perf_counter()
+        hands = pipe._finish(frame, ts)
+        t5 = time.perf_counter()
+        pipe._record([FrameTiming(detector=(t1 - t0) * 1e3 / n, crops=t_crops * 1e3 / n,
+                                  crop_model=t_model * 1e3 / n, post=t_post * 1e3, tracker=(t5 - t_track) * 1e3,
+                                  total=((t4 - t0) / n + t5 - t_track) * 1e3, detector_ran=step.run_detector,
+                                  hands=len(hands))])
+        out.append(hands)
+    return out
 
 
 def make_detector(cfg: PipelineConfig | None = None) -> Callable[[np.ndarray], HandResults]:

@@ -63,9 +63,9 @@ from typing import Any
 
 import numpy as np
 
-from shared.hand import NUM_KEYPOINTS
+from shared.hand import GESTURES, NUM_KEYPOINTS
 from shared.results import HandResults
-from shared.serving.sequences import SequenceStore, idle_timeout_s, read_controls
+from shared.serving.sequences import SequenceControls, SequenceStore, idle_timeout_s, read_controls
 from shared.tensors import TensorSpec
 
 # --------------------------------------------------------------------------- names and tensors
@@ -113,6 +113,13 @@ TIMING = TensorSpec("TIMING", "float32", (len(TIMING_STAGES),),
 
 PIPELINE_INPUTS = (IMAGE, TIMESTAMP)
 PIPELINE_OUTPUTS = (*HAND_TENSORS, TIMING)
+# hands (stateless) also answers every hand's gesture probabilities, [1, N, G] per request. Its label
+# file repeats our gesture names once per hand slot, so Triton's classification extension (which
+# ranks all N x G values of the request) gives "score:index:gesture" with hand = index // G.
+HANDS_GESTURE_PROBS = TensorSpec("GESTURE_PROBS", "float32", (-1, len(GESTURES)),
+                                 "per hand, the probability of each gesture of shared.hand.GESTURES (0 without a "
+                                 "gesture model); class_count=K: the K best (hand, gesture) pairs, hand = index // G")
+HANDS_OUTPUTS = (*PIPELINE_OUTPUTS, HANDS_GESTURE_PROBS)
 PIPELINE_OPTIONAL = frozenset({TIMESTAMP.name})
 # The tracker's inputs are a detector's hands: the same tensors, named DET_* (a Triton model's
 # input and output names must differ), without TRACK_ID.
@@ -621,24 +628,46 @@ class HandPipelineModel(ServedModel):
         return HandPipeline(self.pipeline_cfg, detector=self.detector, crop_model=self.crop_model)
 
     def execute(self, requests: list[Inputs]) -> list[dict[str, np.ndarray] | Exception]:
-        self.streams.expire()
-        return super().execute(requests)
+        """The frames of all streams in this batch (Triton's sequence batcher puts at most one
+        request of a stream in a batch) go through the networks together: one detector call for
+        the streams that look for hands, one crop-model call for every hand of every stream
+        (`process_streams`); each stream keeps its own tracker. A bad request gets its own error."""
+        from shared.inference.pipeline import process_streams
 
-    def execute_one(self, get: Inputs) -> dict[str, np.ndarray]:
-        ctl = read_controls(get)
-        if not ctl.ready:
-            return {**empty_hands(), TIMING.name: np.zeros((1, len(TIMING_STAGES)), np.float32)}
-        image = check_image(require(get, IMAGE, self.name), self.name)
-        timestamp = optional_timestamp(get, self.name)
-        pipeline = self.streams.get(ctl.corrid, start=ctl.start)
-        try:
-            hands = pipeline.process(image, timestamp=timestamp)
-        finally:
-            if ctl.end:
-                self.streams.end(ctl.corrid)
-        timing = pipeline.last_timing.as_dict()
-        return {**results_to_tensors(hands),
-                TIMING.name: np.array([[timing[k] for k in TIMING_STAGES]], np.float32)}
+        self.streams.expire()
+        out: list[dict[str, np.ndarray] | Exception] = [RuntimeError("not run")] * len(requests)
+        batch: list[tuple[int, SequenceControls, np.ndarray, float | None]] = []
+        for i, get in enumerate(requests):
+            try:
+                ctl = read_controls(get)
+                if not ctl.ready:  # a padding slot of the direct strategy
+                    out[i] = {**empty_hands(), TIMING.name: np.zeros((1, len(TIMING_STAGES)), np.float32)}
+                    continue
+                batch.append((i, ctl, check_image(require(get, IMAGE, self.name), self.name),
+                              optional_timestamp(get, self.name)))
+            except Exception as exc:  # noqa: BLE001 - becomes this request's error response
+                out[i] = exc
+        while batch:  # one round per frame of a stream (never two frames of one stream in one call)
+            now, later, seen = [], [], set()
+            for b in batch:
+                (later if b[1].corrid in seen else now).append(b)
+                seen.add(b[1].corrid)
+            batch = later
+            pipes = [self.streams.get(ctl.corrid, start=ctl.start) for _, ctl, _, _ in now]
+            try:
+                results = process_streams(pipes, [im for _, _, im, _ in now], [ts for _, _, _, ts in now])
+            except Exception as exc:  # noqa: BLE001 - the networks failed: every request of the round hears it
+                results = [exc] * len(now)
+            for (i, ctl, _, _), pipe, hands in zip(now, pipes, results):
+                if ctl.end:
+                    self.streams.end(ctl.corrid)
+                if isinstance(hands, Exception):
+                    out[i] = hands
+                    continue
+                timing = pipe.last_timing.as_dict()
+                out[i] = {**results_to_tensors(hands),
+                          TIMING.name: np.array([[timing[k] for k in TIMING_STAGES]], np.float32)}
+        return out
 
 
 class HandsModel(HandPipelineModel):
@@ -655,14 +684,30 @@ class HandsModel(HandPipelineModel):
         self.pipeline = HandPipeline(self.pipeline_cfg, detector=self.detector, crop_model=self.crop_model)
 
     def execute(self, requests: list[Inputs]) -> list[dict[str, np.ndarray] | Exception]:
-        return ServedModel.execute(self, requests)
-
-    def execute_one(self, get: Inputs) -> dict[str, np.ndarray]:
-        image = check_image(require(get, IMAGE, self.name), self.name)
-        hands = self.pipeline.process(image)
-        timing = self.pipeline.last_timing.as_dict()
-        return {**results_to_tensors(hands),
-                TIMING.name: np.array([[timing[k] for k in TIMING_STAGES]], np.float32)}
+        """The photos of a dynamic batch go through the static pipeline as one batch (one detector
+        call, one crop-model call); a bad request gets its own error."""
+        out: list[dict[str, np.ndarray] | Exception] = [RuntimeError("not run")] * len(requests)
+        good: list[tuple[int, np.ndarray]] = []
+        for i, get in enumerate(requests):
+            try:
+                good.append((i, check_image(require(get, IMAGE, self.name), self.name)))
+            except Exception as exc:  # noqa: BLE001 - becomes this request's error response
+                out[i] = exc
+        if not good:
+            return out
+        try:
+            results = self.pipeline.process_batch([im for _, im in good])
+        except Exception as exc:  # noqa: BLE001
+            for i, _ in good:
+                out[i] = exc
+            return out
+        for (i, _), hands, timing, probs in zip(good, results, self.pipeline.last_timings,
+                                                self.pipeline.last_gesture_probs):
+            t = timing.as_dict()
+            probs = np.zeros((len(hands), len(GESTURES)), np.float32) if probs is None else probs
+            out[i] = {**results_to_tensors(hands), TIMING.name: np.array([[t[k] for k in TIMING_STAGES]], np.float32),
+                      HANDS_GESTURE_PROBS.name: probs.astype(np.float32)[None]}
+        return out
 
 
 # model.py names its class with one of these keys (model_templates.python_model_source).
