@@ -1,7 +1,7 @@
 """Serving overhead: the hand pipeline over gRPC (Triton) vs the same pipeline in-process.
 
-    python -m benchmarks.triton [--frames 60] [--warmup 5] [--repeats 2] [--threads 0] [--streams 1 4]
-                                [--variants local/off local/on bls/on]
+    python -m benchmarks.triton [--frames 60] [--warmup 5] [--repeats 2] [--threads 0] [--streams 1 4 8 16]
+                                [--variants local/off local/on] [--sequence_strategy oldest]
 
 Deploys the pipeline (`components.deploy --backend python`: MediaPipe's BlazePalm and
 BlazeHand as ONNX, run by onnxruntime inside Triton's python backend) into a temporary
@@ -17,7 +17,10 @@ same frames (640x480, one real hand drifting, benchmarks/latency.py's frames) th
   hand_landmarks; the frame travels inside the gRPC message (`off`) or through a system
   shared-memory region (`on`, clients on the server's host).
 
-for 1 and 4 concurrent streams. Latency is per frame as the caller sees it (for gRPC: the
+for 1, 4, 8 and 16 concurrent streams. hand_pipeline's sequence batcher (deploy's default `oldest`)
+puts the waiting frames of several streams into one call, which runs them as one batch
+(`process_streams`); `scaling` is each system's frames/s at N streams over its frames/s at 1
+(aim: >= 1.5x at 8 streams for Triton). Latency is per frame as the caller sees it (for gRPC: the
 request round trip, image upload included); `server_p50_ms` is the pipeline's own time
 inside Triton (the TIMING output), so round trip minus it is transport + scheduling.
 frames/s is all streams' frames over the wall time. Every variant's server runs from the
@@ -120,10 +123,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds over all scenarios")
     parser.add_argument("--threads", type=int, default=0,
                         help="onnxruntime threads per network, in-process and in Triton alike (0 = its default)")
-    parser.add_argument("--streams", nargs="+", type=int, default=[1, 4])
+    parser.add_argument("--streams", nargs="+", type=int, default=[1, 4, 8, 16])
+    parser.add_argument("--sequence_strategy", default="oldest", choices=["oldest", "direct"],
+                        help="hand_pipeline's sequence batcher (components.deploy --sequence_strategy)")
     parser.add_argument("--pipeline_instances", type=int, default=2, help="hand_pipeline instances in Triton "
                                                                           "(components.deploy's default: 2)")
-    parser.add_argument("--variants", nargs="+", default=["local/off", "local/on", "bls/on"],
+    parser.add_argument("--variants", nargs="+", default=["local/off", "local/on"],
                         help="served variants as NETWORKS/SHM: hand_pipeline's networks (deploy --pipeline_networks "
                              "local|bls; one server each) and whether frames go through shared memory (on|off)")
     args = parser.parse_args()
@@ -161,7 +166,8 @@ def main() -> None:
         for networks in variants:  # every variant's server up front: each round visits all of them
             deployed = deploy(DeployConfig(triton_repo=str(tmp / networks), backend="python", threads=args.threads,
                                            max_streams=max(8, max(args.streams)), pipeline_networks=networks,
-                                           pipeline_instances=args.pipeline_instances))
+                                           pipeline_instances=args.pipeline_instances,
+                                           sequence_strategy=args.sequence_strategy))
             servers[networks] = stack.enter_context(
                 TritonServer(deployed.triton_repo, log_path=tmp / f"tritonserver-{networks}.log"))
             version = servers[networks].server_version()
@@ -201,6 +207,10 @@ def main() -> None:
                      "p50_per_round": paired, "p95": b["p95_ms"] / a["p95_ms"] - 1, "fps": b["fps"] / a["fps"] - 1}
             overhead[f"{system}/{streams} stream(s)"] = ratio
             b["p50_overhead"] = ratio["p50"]
+    for r in rows:  # throughput at N streams over the same system's at 1 stream
+        one = by.get((r["system"], 1))
+        r["scaling"] = r["fps"] / one["fps"] if one else None
+    scaling = {f"{r['system']}/{r['streams']}": r["scaling"] for r in rows if r["scaling"] is not None}
     print_table(f"Hand pipeline, in-process vs Triton gRPC ({args.frames} frames x {args.repeats} rounds per "
                 f"scenario, 640x480, 1 hand; load {load_before[0]:.1f} -> {load_after[0]:.1f})", rows)
     for key, ratio in overhead.items():
@@ -209,7 +219,13 @@ def main() -> None:
             rounds = ", ".join(f"{r * 100:+.0f}%" for r in ratio["p50_per_round"])
             print(f"{key.split('/')[0]}, 1 stream: p50 overhead {ratio['p50'] * 100:+.1f}% over in-process "
                   f"(median of rounds: {rounds}; {verdict} the <= 30% aim)")
+    for r in rows:
+        if r["system"] != "in-process" and r["streams"] == 8 and r["scaling"] is not None:
+            verdict = "meets" if r["scaling"] >= 1.5 else "misses"
+            print(f"{r['system']}: {r['scaling']:.2f}x the frames/s of 1 stream at 8 streams "
+                  f"({verdict} the >= 1.5x aim)")
     write_results("triton", {
+        "scaling": scaling, "scaling_aim": "Triton frames/s at 8 streams >= 1.5 x at 1 stream",
         "config": vars(args), "triton": version, "backend": "python (onnxruntime inside the python backend)",
         "load_average_before": load_before, "load_average_after": load_after, "rows": rows, "overhead": overhead,
         "aim": "gRPC p50 overhead <= 30% over in-process with 1 stream",

@@ -6,12 +6,17 @@ speak it. Arrays only, validated on construction, filterable with a mask.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from shared.hand import GESTURE_NONE, GESTURE_UNKNOWN, GESTURES, HANDEDNESS, NUM_KEYPOINTS
+from shared.inference.drawing import Annotator
 
 
 def _empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -95,6 +100,30 @@ class HandResults:
             handedness=np.concatenate([p.handedness for p in parts]),
             track_id=np.concatenate([p.track_id for p in parts]),
         )
+
+    def __iter__(self) -> Iterator[HandResults]:
+        """One `HandResults` per hand: `for hand in hands: hand.xyxy[0], hand.gesture[0], ...`."""
+        return (self[i] for i in range(len(self)))
+
+    def plot(self, image: np.ndarray, **style: Any) -> np.ndarray:
+        """A copy of `image` (the frame these hands were found in) with boxes, skeletons, ids, gestures and
+        handedness drawn on it; `style`: `Annotator` options (draw_boxes, draw_labels, line_width, ...)."""
+        return Annotator(**style).annotate(image, self)
+
+    def save(self, path: str | Path, image: np.ndarray | None = None, rgb: bool = True) -> Path:
+        """`*.json`: the hands as JSON (`to_json`); an image suffix (`.jpg`, `.png`, ...): `plot(image)`
+        written there (`image` RGB unless `rgb=False`). The folder is created; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() == ".json":
+            path.write_text(json.dumps(self.to_json(), indent=1))
+            return path
+        if image is None:
+            raise ValueError(f"{path}: drawing the hands needs the image they were found in (save(path, image))")
+        drawn = self.plot(image)
+        if not cv2.imwrite(str(path), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR) if rgb else drawn):
+            raise ValueError(f"{path}: OpenCV cannot write this file type; use .jpg, .png or .json")
+        return path
 
     def to_json(self) -> list[dict[str, Any]]:
         """One dict per hand, the `hands` list of a `results.jsonl` line."""

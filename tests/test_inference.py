@@ -209,6 +209,24 @@ def test_streams_batched_together_answer_as_each_stream_alone(models):
         process_streams([pipes[0], pipes[0]], [videos[0][0]] * 2)
 
 
+def test_results_iterate_per_hand_plot_and_save_themselves(models, tmp_path):
+    rgb = read_rgb(sorted(PALM_DIR.glob("*.jpg"))[0])
+    hands = make_pipeline(models, static=True)(rgb)
+    assert len(hands) >= 1
+    per_hand = list(hands)
+    assert len(per_hand) == len(hands) and all(len(h) == 1 for h in per_hand)
+    np.testing.assert_array_equal(per_hand[0].xyxy[0], hands.xyxy[0])
+    before = rgb.copy()
+    drawn = hands.plot(rgb)
+    assert drawn.shape == rgb.shape and (drawn != rgb).any()
+    np.testing.assert_array_equal(rgb, before)  # the input is never drawn on
+    jpg = hands.save(tmp_path / "out" / "hands.jpg", rgb)
+    assert cv2.imread(str(jpg)).shape == rgb.shape
+    assert json.loads(hands.save(tmp_path / "hands.json").read_text()) == hands.to_json()
+    with pytest.raises(ValueError, match="needs the image"):
+        hands.save(tmp_path / "x.png")
+
+
 def test_static_mode_runs_detector_every_frame_without_ids(models):
     frames = shifted_sequence(read_rgb(sorted(PALM_DIR.glob("*.jpg"))[0]), 4)
     detector = CountingDetector(models["onnxruntime"][0])

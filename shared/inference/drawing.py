@@ -8,12 +8,15 @@ which is what the CLI writes); the input image is never modified.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from shared.hand import FINGERS, GESTURES, HANDEDNESS, SKELETON
-from shared.results import HandResults
+
+if TYPE_CHECKING:  # HandResults draws itself through this module: no import back at run time
+    from shared.results import HandResults
 
 # Distinct colours for track ids (BGR); untracked hands use the first one.
 PALETTE: tuple[tuple[int, int, int], ...] = (
