@@ -8,15 +8,16 @@ which is what the CLI writes); the input image is never modified.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import cv2
 import numpy as np
 
 from shared.hand import FINGERS, GESTURES, HANDEDNESS, SKELETON
 
-if TYPE_CHECKING:  # HandResults draws itself through this module: no import back at run time
-    from shared.results import HandResults
+# `results` below is a `shared.results.HandResults`, which draws itself through this module
+# (`HandResults.plot`); typed as Any so that this module does not import it back.
+HandResults = Any
 
 # Distinct colours for track ids (BGR); untracked hands use the first one.
 PALETTE: tuple[tuple[int, int, int], ...] = (
