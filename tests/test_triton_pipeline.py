@@ -540,6 +540,23 @@ def test_hands_answers_a_plain_rest_request_without_a_sequence_id(server, deploy
     assert names[str(int(got["GESTURE"][0][0]))] in ("2_hands", "fist", "normal_hand", "pinch", "pointer")
     assert names["-2"] == "unknown" and json.loads(params["handedness_names"]["string_value"])["1"] == "right"
 
+    # The binary extension (README: a real frame as raw bytes after a JSON header, what
+    # `curl --data-binary` sends with an Inference-Header-Content-Length header).
+    full = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    head = json.dumps({"inputs": [{"name": "IMAGE", "shape": [1, *full.shape], "datatype": "UINT8",
+                                   "parameters": {"binary_data_size": full.nbytes}}],
+                       "outputs": [{"name": "XYXY", "parameters": {"binary_data": False}},
+                                   {"name": "GESTURE", "parameters": {"binary_data": False}}]}).encode()
+    request = urllib.request.Request(f"http://{server.http_url}/v2/models/{hm.MODEL_HANDS}/infer",
+                                     data=head + full.tobytes(),
+                                     headers={"Content-Type": "application/octet-stream",
+                                              "Inference-Header-Content-Length": str(len(head))})
+    with urllib.request.urlopen(request, timeout=60) as resp:
+        got = {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in json.load(resp)["outputs"]}
+    want = HandPipeline(PipelineConfig(**served)).process(full)
+    np.testing.assert_allclose(got["XYXY"][0], want.xyxy, atol=0.01, rtol=0)
+    np.testing.assert_array_equal(got["GESTURE"][0], want.gesture)
+
 
 @pytest.mark.triton
 def test_hands_over_tritonclient_http_with_gesture_labels(server):
