@@ -62,7 +62,7 @@ class ClientResult:
 
 def run_client(cfg: ClientConfig) -> ClientResult:
     """Stream the frames, write results like components.infer does."""
-    from shared.inference.drawing import Annotator
+    from shared.drawing import Annotator
     from shared.inference.io import AnnotatedWriter, MotWriter, ResultsWriter, open_source, write_json
     from shared.serving.triton_backend import TritonHandClient, check_stream_id
 

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from shared.config import add_config_args, check_writable, load_config
 from shared.errors import run_cli
+from shared.inference.gestures import load_gesture_model
+from shared.inference.real_crops import real_crops
 from shared.models.export import OnnxExportConfig, export_onnx_stage
 from shared.models.tensorrt import TensorRTExportConfig, describe, export_tensorrt
 
@@ -34,7 +36,9 @@ def _run_onnx(args: argparse.Namespace) -> int:
     cfg = load_config(OnnxExportConfig, args.config, args)
     check_writable(cfg.output_path, "--output_path", "file")  # before the model is built
     check_writable(Path(cfg.output_path).with_suffix(".json"), "--output_path (its summary)", "file")
-    result = export_onnx_stage(cfg)
+    # The pipeline's gesture on each side's landmarks: the int8 model must keep the gestures too.
+    shipped = load_gesture_model("default")
+    result = export_onnx_stage(cfg, real_crops, gestures=lambda xy: shipped.predict(xy)[0])
     print(f"wrote {result.onnx_path} ({result.model_type}, {result.parameters:,} parameters, opset {result.opset}"
           f"{', dynamic batch' if result.dynamic_batch else ''})")
     if result.load_report:
@@ -54,7 +58,7 @@ def _run_onnx(args: argparse.Namespace) -> int:
 def _run_tensorrt(args: argparse.Namespace) -> int:
     cfg = load_config(TensorRTExportConfig, args.config, args)
     check_writable(cfg.output_path, "--output_path", "file")  # before the engine is built (minutes)
-    for line in describe(export_tensorrt(cfg)):
+    for line in describe(export_tensorrt(cfg, real_crops)):
         print(line)
     return 0
 

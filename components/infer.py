@@ -160,7 +160,7 @@ def run_dir(out: Path, exist_ok: bool) -> Path:
 
 def run_inference(cfg: InferConfig) -> InferResult:
     """The stage: read frames, run the hand pipeline, write results, tracks, media and a summary."""
-    from shared.inference.drawing import Annotator
+    from shared.drawing import Annotator
     from shared.inference.io import AnnotatedWriter, MotWriter, ResultsWriter, open_source, write_json
 
     _check_paths(cfg)

@@ -15,8 +15,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from shared.drawing import Annotator
 from shared.hand import GESTURE_NONE, GESTURE_UNKNOWN, GESTURES, HANDEDNESS, NUM_KEYPOINTS
-from shared.inference.drawing import Annotator
 
 
 def _empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:

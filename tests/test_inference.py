@@ -17,11 +17,11 @@ import pytest
 from components.infer import InferConfig, main, run_inference
 from shared.data.hagrid import read_hagrid
 from shared.data.labels import read_labels
+from shared.drawing import Annotator
 from shared.errors import UserError
 from shared.geometry import Roi, apply_affine, iou_matrix
 from shared.hand import GESTURES, NUM_KEYPOINTS
 from shared.inference.backends import ModelRef, create_crop_model, create_detector
-from shared.inference.drawing import Annotator
 from shared.inference.io import read_results
 from shared.inference.pipeline import HandPipeline, PipelineConfig, crops_batch, roi_from_landmarks, suppress_duplicates
 from shared.results import HandResults

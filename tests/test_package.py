@@ -85,3 +85,49 @@ def test_python_api_from_the_installed_package(installed, tmp_path):
     assert all(int(g) >= 0 for g in gestures)  # a palm photo: every hand gets a gesture, no training first
     assert list(work.iterdir()) == []  # caches went to $HANDOPS_CACHE, not the working folder
     assert any((cache / "exports").iterdir())
+
+
+def _shared_import_graph() -> dict[str, set[str]]:
+    """module -> the shared.* modules it imports, at module level or inside functions (every
+    `import` statement counts: a function-level import must not hide a cycle either)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    modules = {".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in (root / "shared").rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                subs = [f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules]
+                # `from pkg import submodule` needs the submodule; `from pkg import name` the package
+                targets = subs if len(subs) == len(node.names) else [node.module, *subs]
+            # a package's own __init__ always runs first: not an edge of the graph
+            deps |= {t for t in targets if t in modules and t != name and not name.startswith(t + ".")}
+        graph[name] = deps
+    return graph
+
+
+def test_shared_has_no_import_cycles():
+    """The rooms of shared/ import downward only: runtime (inference.backends, triton_client) <- inference
+    <- serving, models below inference, and no circle anywhere, lazy imports included."""
+    from graphlib import CycleError, TopologicalSorter
+
+    graph = _shared_import_graph()
+    assert len(graph) > 50
+    try:
+        order = list(TopologicalSorter(graph).static_order())
+    except CycleError as exc:
+        pytest.fail(f"import cycle in shared/: {' -> '.join(exc.args[1])}")
+    assert order.index("shared.inference.backends") < order.index("shared.serving.hand_models")
+    # The layers: nothing below the inference room imports it, nothing outside serving imports serving.
+    for name, deps in graph.items():
+        if name.startswith(("shared.models", "shared.data", "shared.tracking", "shared.training")) or \
+                name.count(".") == 1:
+            assert not {d for d in deps if d.startswith("shared.inference") or d.startswith("shared.serving")}, name
+        if name.startswith("shared.inference"):
+            assert not {d for d in deps if d.startswith("shared.serving")}, name

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from shared.errors import UserError
+from shared.inference.real_crops import real_crops
 from shared.models import tensorrt as trt_export
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -73,14 +74,15 @@ def _pose_dataset(root: Path, images: int = 3) -> int:
 
 def test_calibration_inputs_are_hand_crops_with_keypoints(tmp_path):
     hands = _pose_dataset(tmp_path / "data")
-    x, labels = trt_export.calibration_inputs(tmp_path / "data", "blazehand", 224, max_inputs=100)
+    x, labels = trt_export.calibration_inputs(tmp_path / "data", "blazehand", 224, max_inputs=100,
+                                              real_crops=real_crops)
     assert x.shape == (hands, 3, 224, 224) and x.dtype == np.float32
     assert 0.0 <= x.min() and x.max() <= 1.0 and x.std() > 0.05  # RGB in [0, 1], real content
     assert labels is not None and labels.shape == (hands, 21, 3)
     seen = labels[..., 2] > 0
     inside = (labels[..., :2] >= 0) & (labels[..., :2] <= 224)
     assert inside.all(-1)[seen].mean() > 0.95  # the labelled keypoints land in their crop
-    x2, _ = trt_export.calibration_inputs(tmp_path / "data", "blazehand", 224, max_inputs=2)
+    x2, _ = trt_export.calibration_inputs(tmp_path / "data", "blazehand", 224, max_inputs=2, real_crops=real_crops)
     assert len(x2) == 2
 
 
@@ -103,13 +105,13 @@ def test_calibration_inputs_from_box_labels_and_bad_folders(tmp_path):
     if roboflow.is_dir():
         # boxes only (human labels): the MediaPipe teacher places the crops, as for the ONNX
         # Runtime INT8 export (shared.inference.real_crops), and gives their landmarks
-        x, labels = trt_export.calibration_inputs(roboflow, "blazehand", 224, max_inputs=5)
+        x, labels = trt_export.calibration_inputs(roboflow, "blazehand", 224, max_inputs=5, real_crops=real_crops)
         assert x.shape == (5, 3, 224, 224) and labels is not None and labels.shape == (5, 21, 3)
     with pytest.raises(UserError, match="not a folder"):
-        trt_export.calibration_inputs(tmp_path / "nope", "blazehand", 224, 10)
+        trt_export.calibration_inputs(tmp_path / "nope", "blazehand", 224, 10, real_crops=real_crops)
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no hand found"):
-        trt_export.calibration_inputs(tmp_path / "empty", "blazehand", 224, 10)
+        trt_export.calibration_inputs(tmp_path / "empty", "blazehand", 224, 10, real_crops=real_crops)
     with pytest.raises(UserError, match="no images"):
         trt_export.calibration_inputs(tmp_path / "empty", "classifier", 224, 10)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -32,6 +32,26 @@ class GestureSample:
     boxes: np.ndarray  # [K, 4] xyxy pixels of the gesture hands
     classes: np.ndarray  # [K] ids into GESTURES
     source: str = ""
+
+
+@dataclass
+class RealCrops:
+    """N crops and where they came from.
+
+    x:         [N, 3, S, S] float32 RGB in [0, 1] (the crop model's input)
+    keypoints: [N, 21, 3] float64 the source landmarks in crop pixels (x, y, visibility / z)
+    sources:   N image paths, one per crop
+    """
+
+    x: np.ndarray
+    keypoints: np.ndarray
+    sources: list[str] = field(default_factory=list)
+    images_read: int = 0  # photos opened (with or without a hand)
+    unreadable: list[str] = field(default_factory=list)  # files that did not decode (skipped, named)
+    how: str = ""  # "labels" or "teacher"
+
+    def __len__(self) -> int:
+        return len(self.x)
 
 
 def read_gesture_test_set(root: str | Path, gesture_map: str | Path | None = None,

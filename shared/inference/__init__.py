@@ -1,5 +1,5 @@
-"""The hand pipeline (detect -> crop -> landmarks/gesture -> track), its backends, drawing and I/O.
+"""The hand pipeline (detect -> crop -> landmarks/gesture -> track), its backends and I/O.
 
-Import from the submodules (`shared.inference.pipeline`, `.backends`, `.drawing`, `.io`);
+Import from the submodules (`shared.inference.pipeline`, `.backends`, `.io`; drawing: `shared.drawing`);
 nothing heavy is imported here, so `import shared.inference` costs nothing.
 """

@@ -35,6 +35,8 @@ import numpy as np
 from shared.errors import UserError
 from shared.geometry import Roi, roi_from_box, roi_from_keypoints
 from shared.hand import NUM_KEYPOINTS
+from shared.inference.triton_client import TritonRunner
+from shared.tensors import run_batched
 
 __all__ = [
     "CropModel", "Detections", "Detector", "ModelRef", "PalmDetector", "Runner", "YoloDetector",
@@ -250,12 +252,9 @@ def TensorRTRunner(ref: ModelRef) -> Runner:  # noqa: N802 - a factory named lik
     return EngineRunner(engine_path)
 
 
-# THE registration point: backend name -> factory(ModelRef) -> Runner. Triton adds
-# "triton" here (`shared.serving.triton_backend.register()`), reading its url and served
-# model name from `ModelRef.options`.
+# THE registration point: backend name -> factory(ModelRef) -> Runner. "triton" reads its url
+# and served model name from `ModelRef.options` (shared.inference.triton_client).
 def _triton_runner(ref: ModelRef) -> Runner:
-    from shared.serving.triton_backend import TritonRunner
-
     return TritonRunner(ref)
 
 
@@ -280,15 +279,6 @@ def create_runner(backend: str, ref: ModelRef) -> Runner:
     if backend not in RUNNERS:
         raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(RUNNERS)}")
     return RUNNERS[backend](ref)
-
-
-def run_batched(runner: Runner, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Run in chunks of the runner's max batch (one call when it has none)."""
-    limit = runner.max_batch or len(x)
-    if len(x) <= limit:
-        return runner(x)
-    parts = [runner(x[i:i + limit]) for i in range(0, len(x), limit)]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 # --------------------------------------------------------------------------- crop model

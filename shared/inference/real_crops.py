@@ -29,27 +29,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from shared.data.realsets import RealCrops
 from shared.errors import UserError
-
-
-@dataclass
-class RealCrops:
-    """N crops and where they came from.
-
-    x:         [N, 3, S, S] float32 RGB in [0, 1] (the crop model's input)
-    keypoints: [N, 21, 3] float64 the source landmarks in crop pixels (x, y, visibility / z)
-    sources:   N image paths, one per crop
-    """
-
-    x: np.ndarray
-    keypoints: np.ndarray
-    sources: list[str] = field(default_factory=list)
-    images_read: int = 0  # photos opened (with or without a hand)
-    unreadable: list[str] = field(default_factory=list)  # files that did not decode (skipped, named)
-    how: str = ""  # "labels" or "teacher"
-
-    def __len__(self) -> int:
-        return len(self.x)
 
 
 def _label_dirs(root: Path) -> list[tuple[Path, Path]]:

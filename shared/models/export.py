@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -196,8 +198,11 @@ def within_tolerance(diff: dict[str, float], atol: float, rtol: float) -> bool:
     return diff["abs"] <= atol + rtol * diff["ref"]
 
 
-def export_onnx_stage(cfg: OnnxExportConfig) -> OnnxExportResult:
-    """Build, load, export, optionally verify; write `<output>.json` next to the model."""
+def export_onnx_stage(cfg: OnnxExportConfig, real_crops: Callable[..., Any] | None = None,
+                      gestures: Callable[[np.ndarray], np.ndarray] | None = None) -> OnnxExportResult:
+    """Build, load, export, optionally verify; write `<output>.json` next to the model.
+    `--precision int8` needs `real_crops` (the calibration crop reader) and checks gestures with
+    `gestures` (landmarks -> gesture ids) when given; components.export passes both."""
     from shared.models.registry import resolve_name
 
     start = time.perf_counter()
@@ -211,6 +216,9 @@ def export_onnx_stage(cfg: OnnxExportConfig) -> OnnxExportResult:
     except KeyError:
         raise UserError(f"--model_type {cfg.model_type}: no export spec yet; add one to "
                         "shared/models/specs.py") from None
+    if cfg.precision == "int8" and real_crops is None:
+        raise ValueError("precision int8: export_onnx_stage needs real_crops, the calibration crop reader "
+                         "(shared.inference.real_crops.real_crops); components.export passes it")
     if cfg.precision == "int8" and not cfg.calibration_dir:
         raise UserError("--precision int8 needs --calibration_dir: a folder of real photos of hands (or a "
                         "components.autolabel dataset); the int8 ranges are measured on them")
@@ -232,7 +240,7 @@ def export_onnx_stage(cfg: OnnxExportConfig) -> OnnxExportResult:
     elif cfg.precision == "int8":
         from shared.models.quantize import quantize_stage
 
-        quantization = quantize_stage(cfg, path, final)
+        quantization = quantize_stage(cfg, path, final, real_crops, gestures)
     result = OnnxExportResult(
         onnx_path=str(final), model_type=cfg.model_type, weights=cfg.weights, opset=cfg.opset,
         dynamic_batch=cfg.dynamic_batch,

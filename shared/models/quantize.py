@@ -30,17 +30,21 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from shared.config import option
+from shared.data.realsets import RealCrops
 from shared.errors import UserError
 
-if TYPE_CHECKING:
-    from shared.inference.real_crops import RealCrops
+# (folder or image, size=, limit=) -> RealCrops: `shared.inference.real_crops.real_crops`, which runs the
+# MediaPipe teacher; models below the inference room receive it from their caller.
+CropReader = Callable[..., RealCrops]
+# landmarks [N, 21, 2] (crop pixels) -> gesture ids [N]: the pipeline's gesture model, from the caller
+GestureReader = Callable[[np.ndarray], np.ndarray]
 
 TOL_MEAN_PX = 1.0  # int8 vs fp32 landmarks, mean over keypoints of present hands, px at 224
 TOL_P99_PX = 4.0  # ... 99th percentile
@@ -132,7 +136,8 @@ def time_model(path: str | Path, x: np.ndarray, threads: int = 1, runs: int = 20
     return float(np.median(times) * 1e3)
 
 
-def compare_blazehand(out: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, float]:
+def compare_blazehand(out: dict[str, np.ndarray], ref: dict[str, np.ndarray],
+                      gestures: GestureReader | None = None) -> dict[str, float]:
     """int8 (`out`) vs float (`ref`) BlazeHand outputs on the same crops.
 
     Landmark error (px at the input size) over the keypoints of crops where the float model finds
@@ -150,14 +155,11 @@ def compare_blazehand(out: dict[str, np.ndarray], ref: dict[str, np.ndarray]) ->
         "presence_agreement": float(same.mean()),
         "presence_max_diff": float(np.abs(out["presence"] - ref["presence"]).max()),
     }
-    if present.any():
-        # The gesture the pipeline outputs: the shipped landmark model on each side's landmarks
-        # (MediaPipe's network has no trained gesture head of its own).
-        from shared.inference.gestures import load_gesture_model
-
-        model = load_gesture_model("default")
-        a, b = (model.predict(o["landmarks"][present][..., :2])[0] for o in (out, ref))
-        metrics["gesture_agreement"] = float((a == b).mean())
+    if present.any() and gestures is not None:
+        # The gesture the pipeline outputs (the caller's gesture model on each side's landmarks:
+        # MediaPipe's network has no trained gesture head of its own).
+        a, b = (gestures(o["landmarks"][present][..., :2]) for o in (out, ref))
+        metrics["gesture_agreement"] = float((np.asarray(a) == np.asarray(b)).mean())
     return metrics
 
 
@@ -243,10 +245,11 @@ def split_by_photo(crops: RealCrops, val_fraction: float, seed: int = 0) -> tupl
 
 def quantize_blazehand(float_path: str | Path, out_path: str | Path, calibration: RealCrops,
                        tests: dict[str, RealCrops], cfg: QuantizeConfig | None = None,
-                       log=print) -> QuantizeReport:
+                       log=print, gestures: GestureReader | None = None) -> QuantizeReport:
     """Quantize a BlazeHand ONNX file to `out_path` with the least float layers that keep the
-    validation error within tolerance, then verify on the held-out `tests` (see the module doc).
-    `out_path` is written either way; check `report.passed` before using it."""
+    validation error within tolerance, then verify on the held-out `tests` (see the module doc);
+    `gestures` (landmarks -> gesture ids) adds the gesture agreement to the checks. `out_path` is
+    written either way; check `report.passed` before using it."""
     cfg = cfg or QuantizeConfig()
     start = time.perf_counter()
     float_path, out_path = Path(float_path), Path(out_path)
@@ -265,7 +268,7 @@ def quantize_blazehand(float_path: str | Path, out_path: str | Path, calibration
 
         def trial(path: Path, exclude: list[str] | None = None, only: list[str] | None = None) -> dict[str, float]:
             quantize_static_qdq(pre, path, cal_x, cache, cfg, exclude, only)
-            return compare_blazehand(run_model(path, val_x, cfg.threads), ref_val)
+            return compare_blazehand(run_model(path, val_x, cfg.threads), ref_val, gestures)
 
         best = tmp / "best.onnx"
         all_int8 = trial(best)
@@ -309,7 +312,7 @@ def quantize_blazehand(float_path: str | Path, out_path: str | Path, calibration
         best.replace(out_path)
     for name, crops in tests.items():
         metrics = compare_blazehand(run_model(out_path, crops.x, cfg.threads),
-                                    run_model(float_path, crops.x, cfg.threads))
+                                    run_model(float_path, crops.x, cfg.threads), gestures)
         report.tests[name] = metrics
         failed = missed_tolerance(metrics, cfg.tol_mean_px, cfg.tol_p99_px)
         if failed and not report.failed:
@@ -358,19 +361,18 @@ def write_report(report: QuantizeReport, path: str | Path) -> Path:
 
 
 def subset(crops: RealCrops, idx: np.ndarray) -> RealCrops:
-    from shared.inference.real_crops import RealCrops
-
     return RealCrops(x=crops.x[idx], keypoints=crops.keypoints[idx], sources=[crops.sources[i] for i in idx],
                      images_read=crops.images_read, unreadable=crops.unreadable, how=crops.how)
 
 
-def quantize_stage(cfg, float_path: Path, out_path: Path, log=print) -> dict:
+def quantize_stage(cfg, float_path: Path, out_path: Path, real_crops: CropReader,
+                   gestures: GestureReader | None = None, log=print) -> dict:
     """`components.export onnx --precision int8`: real crops from `cfg.calibration_dir` (a quarter
     of its photos held out for the verification unless `cfg.test_dir` names other people),
-    `quantize_blazehand`, the table printed. Returns the report as a dict; when a tolerance is
-    missed its int8 file is renamed `<stem>_int8_rejected.onnx` and `out_path` is not written."""
-    from shared.inference.real_crops import real_crops
-
+    `quantize_blazehand`, the table printed. `real_crops(folder, size=, limit=)` reads the crops
+    (`shared.inference.real_crops.real_crops`, passed in by the caller). Returns the report as a
+    dict; when a tolerance is missed its int8 file is renamed `<stem>_int8_rejected.onnx` and
+    `out_path` is not written."""
     calibration = real_crops(cfg.calibration_dir, size=224, limit=cfg.calibration_limit)
     log(f"calibration: {len(calibration)} real hand crops from {calibration.images_read} photo(s) "
         f"({calibration.how})")
@@ -384,7 +386,7 @@ def quantize_stage(cfg, float_path: Path, out_path: Path, log=print) -> dict:
         calibration = subset(calibration, cal_idx)
     qcfg = QuantizeConfig(max_float_layers=cfg.max_float_layers, tol_mean_px=cfg.tol_mean_px,
                           tol_p99_px=cfg.tol_p99_px)
-    report = quantize_blazehand(float_path, out_path, calibration, tests, qcfg, log=log)
+    report = quantize_blazehand(float_path, out_path, calibration, tests, qcfg, log=log, gestures=gestures)
     for line in describe(report):
         log(line)
     if report.failed:

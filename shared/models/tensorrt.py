@@ -41,6 +41,7 @@ import numpy as np
 
 from shared.config import option
 from shared.errors import UserError
+from shared.models.quantize import CropReader
 
 PCK_AGREEMENT = 0.02  # engine vs onnxruntime: a keypoint agrees within 2% of the crop side (4.5 px at 224)
 PCK_LABELS = 0.1  # against labels: within 10% of the hand's box size (the usual hand PCK@0.1)
@@ -233,12 +234,13 @@ def model_family(onnx_path: str | Path) -> tuple[str, int, list[str], list[str]]
     return family, int(dims[3]), [inputs[0].name], outputs
 
 
-def calibration_inputs(images_dir: str | Path, family: str, img_size: int, max_inputs: int
-                       ) -> tuple[np.ndarray, np.ndarray | None]:
+def calibration_inputs(images_dir: str | Path, family: str, img_size: int, max_inputs: int,
+                       real_crops: CropReader | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Real images through the model's own preprocessing -> ([N, 3, S, S] float32 RGB in [0, 1],
     keypoint labels [N, 21, 3] in input pixels or None).
 
-    blazehand: `shared.inference.real_crops` (keypoint labels, else the MediaPipe teacher).
+    blazehand: `real_crops(folder, size=, limit=)`, passed in by the caller:
+    `shared.inference.real_crops.real_crops` (keypoint labels, else the MediaPipe teacher).
     classifier: a YOLO-pose dataset folder (images/ + labels/) gives one upright
     crop per labelled hand, the crop model's ROI (`shared.data.crops.hand_roi`); an unlabelled
     folder gives each image letterboxed to a square (a folder of hand crops). blazepalm: each
@@ -256,8 +258,9 @@ def calibration_inputs(images_dir: str | Path, family: str, img_size: int, max_i
         # The same reader as the ONNX Runtime INT8 export (shared.models.quantize): one calibration
         # set for both. Crops placed as the tracking pipeline places them, from keypoint labels or
         # from the MediaPipe teacher on unlabelled photos.
-        from shared.inference.real_crops import real_crops
-
+        if real_crops is None:
+            raise ValueError("BlazeHand calibration needs real_crops, the hand-crop reader "
+                             "(shared.inference.real_crops.real_crops); components.export passes it")
         crops = real_crops(root, size=img_size, limit=max_inputs)
         return crops.x, crops.keypoints
     images_root = root / "images" if (root / "images").is_dir() else root
@@ -373,13 +376,15 @@ def build_engine(
     max_batch: int = 16,
     workspace: float = 2.0,
     calib_inputs: np.ndarray | None = None,
+    real_crops: CropReader | None = None,
 ) -> Path:
     """ONNX -> serialized TensorRT engine at `output_path` (written atomically).
 
     One optimization profile (batch min/opt/max, spatial size from the file). INT8 calibrates
     on `calib_inputs` (already preprocessed) or on `calib_images` through the model's own
     preprocessing, unless `calib_cache` (default `<output>.calib`) already exists, in which
-    case the cached scales are used and no image is read.
+    case the cached scales are used and no image is read. `real_crops`: the hand-crop reader for
+    BlazeHand's calibration (see `calibration_inputs`).
     """
     trt = require_tensorrt()
     _check_profile(min_batch, opt_batch, max_batch)
@@ -420,7 +425,7 @@ def build_engine(
                 if not calib_images:
                     raise UserError("--int8 needs --calib_images (a folder of real images) or an existing "
                                     "--calib_cache")
-                calib_inputs, _ = calibration_inputs(calib_images, family, img_size, max_calib_images)
+                calib_inputs, _ = calibration_inputs(calib_images, family, img_size, max_calib_images, real_crops)
             batches = _calibration_batches(calib_inputs, calib_batch_size)
         config.set_flag(trt.BuilderFlag.INT8)
         calibrator = _make_calibrator(trt, batches, cache)
@@ -554,7 +559,7 @@ def check_engine(engine_path: str | Path, onnx_path: str | Path, inputs: np.ndar
     """Run the engine and onnxruntime on `inputs` ([N, 3, S, S]) in engine-sized chunks; compare."""
     import onnxruntime as ort
 
-    from shared.inference.backends import run_batched
+    from shared.tensors import run_batched
 
     runner = EngineRunner(engine_path)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -575,8 +580,9 @@ def check_engine(engine_path: str | Path, onnx_path: str | Path, inputs: np.ndar
 # --------------------------------------------------------------------------- the stage
 
 
-def export_tensorrt(cfg: TensorRTExportConfig) -> TensorRTExportResult:
-    """Build the engine, check it against onnxruntime, write `<output>.json` next to it."""
+def export_tensorrt(cfg: TensorRTExportConfig, real_crops: CropReader | None = None) -> TensorRTExportResult:
+    """Build the engine, check it against onnxruntime, write `<output>.json` next to it
+    (`real_crops`: BlazeHand's calibration crop reader, see `calibration_inputs`)."""
     require_tensorrt()
     if cfg.fp16 and cfg.int8:
         print("note: --int8 already allows FP16 fallback kernels; --fp16 adds nothing")
@@ -588,7 +594,8 @@ def export_tensorrt(cfg: TensorRTExportConfig) -> TensorRTExportResult:
     cache_existed = cache.is_file()
     inputs = labels = None
     if cfg.calib_images:
-        inputs, labels = calibration_inputs(cfg.calib_images, family, img_size, cfg.max_calib_images)
+        inputs, labels = calibration_inputs(cfg.calib_images, family, img_size, cfg.max_calib_images,
+                                            real_crops)
     elif cfg.int8 and not cache_existed:
         raise UserError("--int8 needs --calib_images (a folder of real images) or an existing --calib_cache")
     start = time.perf_counter()

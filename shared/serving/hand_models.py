@@ -64,14 +64,15 @@ from typing import Any
 import numpy as np
 
 from shared.hand import GESTURES, NUM_KEYPOINTS
+from shared.inference.triton_client import SERVED_DETECTOR, SERVED_LANDMARKS
 from shared.results import HandResults
 from shared.serving.sequences import SequenceControls, SequenceStore, idle_timeout_s, read_controls
 from shared.tensors import TensorSpec
 
 # --------------------------------------------------------------------------- names and tensors
 
-MODEL_DETECTOR = "detector"
-MODEL_LANDMARKS = "hand_landmarks"
+MODEL_DETECTOR = SERVED_DETECTOR
+MODEL_LANDMARKS = SERVED_LANDMARKS
 MODEL_PREPROCESS = "detector_preprocess"
 MODEL_POSTPROCESS = "detector_postprocess"
 MODEL_DETECTION = "hand_detection"
@@ -381,7 +382,7 @@ class ServedYoloDetector:
         self.spec = spec
 
     def __call__(self, images: list[np.ndarray]) -> list:
-        from shared.inference.backends import run_batched
+        from shared.tensors import run_batched
 
         if not images:
             return []
