@@ -146,7 +146,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from components.infer import InferConfig, pipeline_config
-    from shared.inference.backends import ModelRef, create_crop_model, create_detector
+    from shared.inference.backends import ModelRef, create_crop_model
+    from shared.inference.detectors import create_detector
     from shared.inference.pipeline import HandPipeline, PipelineConfig
 
     load_before = os.getloadavg()

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -44,6 +43,8 @@ from typing import Any
 from shared.config import add_config_args, check_outputs, check_writable, config_to_dict, load_config, option
 from shared.errors import UserError, run_cli
 from shared.hand import GESTURE_NONE, GESTURE_UNKNOWN, GESTURES, HANDEDNESS
+from shared.inference.detectors import DETECTORS, DetectorSpec, detector_kind
+from shared.models.specs import check_against_spec, onnx_io
 from shared.serving.hand_models import (
     DETECTION_OUTPUTS,
     HAND_TENSORS,
@@ -67,7 +68,6 @@ from shared.serving.hand_models import (
     PIPELINE_OUTPUTS,
     TRACKER_INPUTS,
     TRACKER_OPTIONAL,
-    DetectorSpec,
 )
 from shared.serving.model_templates import python_model_source
 from shared.serving.repository import deploy_model, model_versions
@@ -81,7 +81,6 @@ from shared.serving.triton_config import (
 from shared.tensors import TensorSpec
 
 DEPLOY_BACKENDS = ("tensorrt", "onnxruntime", "python")
-DETECTORS = ("blazepalm", "yolo")
 
 
 @dataclass
@@ -161,47 +160,6 @@ class DeployResult:
 # --------------------------------------------------------------------------- artefacts
 
 
-def onnx_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec], dict[str, str]]:
-    """Inputs and outputs of an ONNX file (batch axis dropped) and its metadata; batch must be dynamic."""
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError, OSError, ...
-        raise UserError(f"{path}: not a readable ONNX file ({type(exc).__name__}: {exc}); re-export it") from None
-    init = {t.name for t in model.graph.initializer}
-
-    def spec(value: Any) -> TensorSpec:
-        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
-        if not dims or dims[0] != -1:
-            raise UserError(f"{path}: tensor {value.name!r} has a fixed batch axis {dims[:1]}; Triton batches "
-                            "requests, so export with a dynamic batch (components.export onnx --dynamic_batch)")
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
-        return TensorSpec(value.name, dtype, tuple(dims[1:]))
-
-    inputs = [spec(v) for v in model.graph.input if v.name not in init]
-    outputs = [spec(v) for v in model.graph.output]
-    return inputs, outputs, {p.key: p.value for p in model.metadata_props}
-
-
-def check_against_spec(path: Path, expected: Any) -> None:
-    """The file's tensors must be the spec's (names and order; shapes where the file states
-    them): config.pbtxt is generated from the spec, so a mismatch would only fail when the
-    server loads the model."""
-    inputs, outputs, _ = onnx_io(path)
-    got = [t.name for t in inputs + outputs]
-    want = [t.name for t in (*expected.inputs, *expected.outputs)]
-    if got != want:
-        raise UserError(f"{path}: tensors {got} differ from the {expected.model_type} spec {want} "
-                        "(shared/models/specs.py); export it with `python -m components.export onnx --dynamic_batch`")
-    for have, spec in zip(inputs + outputs, (*expected.inputs, *expected.outputs)):
-        # The exporter's shape inference leaves some output dims symbolic (-1): compare the known ones.
-        if len(have.shape) != len(spec.shape) or any(a > 0 and b > 0 and a != b for a, b in zip(have.shape,
-                                                                                                spec.shape)):
-            raise UserError(f"{path}: tensor {have.name!r} has shape {list(have.shape)}, the spec says "
-                            f"{list(spec.shape)}; re-export it (or pass the matching --img_size)")
-
-
 def _work_dir(cfg: DeployConfig) -> Path:
     if cfg.work_dir:
         return Path(cfg.work_dir)
@@ -264,65 +222,13 @@ def _gesture_trained_from_summary(onnx_path: Path) -> bool:
 
 
 def detector_onnx(cfg: DeployConfig) -> tuple[Path, list[TensorSpec], list[TensorSpec], DetectorSpec]:
-    """The detector network as ONNX (exported when not given) and how to decode it."""
-    if cfg.detector == "blazepalm":
-        from shared.inference.backends import ModelRef
-        from shared.models.specs import blazepalm_spec
-
-        if cfg.palm_onnx:
-            path = Path(cfg.palm_onnx)
-            if not path.is_file():
-                raise UserError(f"--palm_onnx {cfg.palm_onnx}: no such file; leave it empty to export MediaPipe's "
-                                "palm detector here")
-        else:
-            path = ModelRef("blazepalm_full", "mediapipe", img_size=192, work_dir=str(_work_dir(cfg))).onnx_path()
-        _, outputs, _ = onnx_io(path)
-        known = [t.shape[0] for t in outputs if t.shape and t.shape[0] > 0]
-        spec = blazepalm_spec(img_size=192, num_anchors=known[0] if known else 2016)
-        check_against_spec(path, spec)
-        det = DetectorSpec(kind="blazepalm", input_name=spec.input_names[0], output_names=tuple(spec.output_names),
-                           img_size=192, max_batch=cfg.max_batch_size, max_detections=cfg.max_hands,
-                           score_threshold=float(cfg.pipeline.get("detector_score_threshold", 0.5)))
-        return path, list(spec.inputs), list(spec.outputs), det
-    return _yolo_onnx(cfg)
-
-
-def _yolo_onnx(cfg: DeployConfig) -> tuple[Path, list[TensorSpec], list[TensorSpec], DetectorSpec]:
-    import ast
-
-    if not cfg.yolo_model:
-        raise UserError("--detector yolo needs --yolo_model (a trained Ultralytics .pt or .onnx)")
-    src = Path(cfg.yolo_model)
-    if not src.is_file() or src.suffix.lower() not in (".pt", ".onnx"):
-        raise UserError(f"--yolo_model {cfg.yolo_model}: no such .pt or .onnx file")
-    path = src
-    if src.suffix.lower() == ".pt":
-        # Export a copy in the work dir: Ultralytics writes the .onnx next to the .pt, and inputs stay untouched.
-        work = _work_dir(cfg) / f"yolo_{src.stem}_{src.stat().st_size}_{int(src.stat().st_mtime)}"
-        path = work / f"{src.stem}.onnx"
-        if not path.is_file():
-            work.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, work / src.name)
-            from ultralytics import YOLO
-
-            exported = YOLO(str(work / src.name)).export(format="onnx", dynamic=True, imgsz=640, simplify=False)
-            path = Path(exported)
-    inputs, outputs, meta = onnx_io(path)
-    if len(inputs) != 1 or len(outputs) != 1 or len(inputs[0].shape) != 3:
-        raise UserError(f"{path}: expected one image input and one output (an Ultralytics detect/pose export), got "
-                        f"{[t.name for t in inputs]} -> {[t.name for t in outputs]}")
-    names = ast.literal_eval(meta["names"]) if "names" in meta else {0: "hand"}
-    kpt_shape = tuple(ast.literal_eval(meta["kpt_shape"])) if meta.get("kpt_shape") else ()
-    size = inputs[0].shape[-1]
-    if size <= 0:
-        size = int(ast.literal_eval(meta.get("imgsz", "[640, 640]"))[0])
-    det = DetectorSpec(kind="yolo", input_name=inputs[0].name, output_names=(outputs[0].name,), img_size=size,
-                       max_batch=cfg.max_batch_size, nms_threshold=0.7, max_detections=cfg.max_hands,
-                       expand_ratio=float(cfg.pipeline.get("expand_ratio", 0.3)), num_classes=len(names),
-                       kpt_shape=kpt_shape, score_threshold=float(cfg.pipeline.get("detector_score_threshold", 0.5)))
-    # A fixed 640 input keeps config.pbtxt exact; Ultralytics' dynamic export leaves H/W open.
-    inputs = [TensorSpec(inputs[0].name, inputs[0].dtype, (3, size, size), "letterboxed RGB in [0, 1]")]
-    return path, inputs, outputs, det
+    """The detector network as ONNX (exported when not given) and how to decode it: the detector's
+    own `served` (shared.inference.detectors)."""
+    kind = detector_kind(cfg.detector)
+    model = getattr(cfg, kind.model_option, "") if kind.model_option else ""  # --palm_onnx, --yolo_model
+    net = kind.served(model, _work_dir(cfg), max_batch=cfg.max_batch_size, max_detections=cfg.max_hands,
+                      settings=dict(cfg.pipeline))
+    return net.onnx_path, net.inputs, net.outputs, net.spec
 
 
 def tensorrt_plan(cfg: DeployConfig, onnx_path: Path, given: str, img_size: int, name: str) -> Path | None:

@@ -21,7 +21,8 @@ from shared.drawing import Annotator
 from shared.errors import UserError
 from shared.geometry import Roi, apply_affine, iou_matrix
 from shared.hand import GESTURES, NUM_KEYPOINTS
-from shared.inference.backends import ModelRef, create_crop_model, create_detector
+from shared.inference.backends import ModelRef, create_crop_model
+from shared.inference.detectors import create_detector
 from shared.inference.io import read_results
 from shared.inference.pipeline import HandPipeline, PipelineConfig, crops_batch, roi_from_landmarks, suppress_duplicates
 from shared.results import HandResults
@@ -227,6 +228,62 @@ def test_results_iterate_per_hand_plot_and_save_themselves(models, tmp_path):
         hands.save(tmp_path / "x.png")
 
 
+def test_a_new_detector_is_one_file_and_one_registry_line(models):
+    """What a new `shared/inference/detectors/<name>.py` holds (here: a toy that calls the image's
+    centre square a hand), registered with one line, runs in process (HandPipeline) and in the
+    served python steps (pre/post-processing, the BLS detector) with nothing else changed."""
+    from shared.geometry import roi_from_box
+    from shared.inference import detectors
+    from shared.serving import hand_models as hm
+    from tests.test_triton_pipeline import hagrid_patch
+
+    class CentreDetector:
+        name = "centre"
+
+        def __call__(self, images):
+            return [self.one(im.shape[:2]) for im in images]
+
+        @staticmethod
+        def one(hw):
+            h, w = hw
+            side = min(h, w)
+            box = np.array([(w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2], np.float32)
+            return detectors.Detections(box[None], np.ones(1, np.float32), [roi_from_box(box, expand_ratio=0.0)])
+
+    class CentreKind:
+        name, model_option = "centre", ""
+
+        def create(self, **settings):
+            return CentreDetector()
+
+        def from_runner(self, runner, spec):
+            return CentreDetector()
+
+        def preprocess(self, image, spec):
+            return np.zeros((3, 8, 8), np.float32), np.array([1, 1, 0, 0], np.float32)
+
+        def postprocess(self, outputs, lb, image_hw, spec):
+            return CentreDetector.one(image_hw)
+
+        def served(self, model, work_dir, max_batch, max_detections, settings):
+            raise NotImplementedError("a toy has no network")
+
+    detectors.register_detector(CentreKind())
+    try:
+        rgb = hagrid_patch("palm", "0141f713", 224)  # one real hand in the middle of the frame
+        pipe = HandPipeline(PipelineConfig(detector="centre", static=True), crop_model=models["onnxruntime"][1])
+        hands = pipe(rgb)
+        assert len(hands) == 1 and hands.score[0] > 0.5
+        spec = detectors.DetectorSpec(kind="centre")
+        x, lb = hm.detector_preprocess(rgb, spec)
+        assert len(hm.detector_postprocess({}, lb, rgb.shape[:2], spec)) == 1
+        assert isinstance(hm.make_detector(spec, runner=None), CentreDetector)
+    finally:
+        detectors.DETECTORS.pop("centre")
+    with pytest.raises(UserError, match="unknown detector 'centre'; choose one of blazepalm, yolo"):
+        detectors.create_detector("centre")
+
+
 def test_static_mode_runs_detector_every_frame_without_ids(models):
     frames = shifted_sequence(read_rgb(sorted(PALM_DIR.glob("*.jpg"))[0]), 4)
     detector = CountingDetector(models["onnxruntime"][0])
@@ -277,7 +334,8 @@ def guard(name, *args, **kwargs):
     return real(name, *args, **kwargs)
 builtins.__import__ = guard
 import cv2
-from shared.inference.backends import CropModel, ModelRef, OnnxRunner, PalmDetector
+from shared.inference.backends import CropModel, ModelRef, OnnxRunner
+from shared.inference.detectors import PalmDetector
 from shared.inference.pipeline import HandPipeline, PipelineConfig
 files = sorted(glob.glob({work_dir!r} + "/*.onnx"))
 palm = next(f for f in files if "blazepalm" in f)

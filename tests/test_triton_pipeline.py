@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from shared.errors import UserError
+from shared.inference import detectors
 from shared.results import HandResults
 from shared.serving import hand_models as hm
 
@@ -408,7 +409,7 @@ def test_yolo_letterbox_matches_ultralytics(hw):
     from ultralytics.data.augment import LetterBox
 
     image = np.random.default_rng(hw[0]).integers(0, 255, (*hw, 3), dtype=np.uint8)
-    x, lb = hm.yolo_letterbox(image, 640)
+    x, lb = detectors.yolo_letterbox(image, 640)
     want = LetterBox(new_shape=(640, 640), auto=False)(image=image)  # what Ultralytics' predictor feeds
     np.testing.assert_array_equal(np.round(x * 255).astype(np.uint8).transpose(1, 2, 0), want)
     assert lb[0] == pytest.approx(lb[1], rel=0.01) and lb[2] >= 0 and lb[3] >= 0
@@ -434,10 +435,10 @@ def test_yolo_decode_matches_ultralytics_nms():
     pred[5:] = kp.reshape(anchors, -1).T
     image_hw = (480, 640)
     lb = np.array([1.0, 1.0, 0.0, 80.0], np.float32)  # 640x480 letterboxed into 640x640: pad 80 at the top
-    spec = hm.DetectorSpec(kind="yolo", input_name="images", output_names=("output0",), img_size=640,
+    spec = detectors.DetectorSpec(kind="yolo", input_name="images", output_names=("output0",), img_size=640,
                            score_threshold=0.25, nms_threshold=0.7, max_detections=10, num_classes=1,
                            kpt_shape=(k, 3))
-    got = hm.yolo_decode(pred, lb, image_hw, spec)
+    got = detectors.yolo_decode(pred, lb, image_hw, spec)
     (want,) = non_max_suppression(torch.from_numpy(pred[None]), conf_thres=0.25, iou_thres=0.7, max_det=10, nc=1)
     want = want.numpy()
     boxes = ops.scale_boxes((640, 640), want[:, :4].copy(), image_hw)

@@ -6,13 +6,11 @@ Two layers:
   {output name: numpy array}`, names and order from `shared.models.specs`. Runners
   exist for `torch`, `onnxruntime` and `tensorrt` (`shared.models.tensorrt`'s engine
   runner; where TensorRT does not import, choosing it is one clear error);
-  `register_runner(name, factory)` is THE registration point for more
-  (`shared.serving.triton_backend` adds `triton`, a gRPC client for a served model);
+  `register_runner(name, factory)` is THE registration point for more; `triton` (a gRPC
+  client of a served network, `shared.inference.triton_client`) is built in;
 - **models** built on a runner: `CropModel` (BlazeHand: landmarks, presence,
-  handedness, gesture for a batch of hand crops) and the detectors `PalmDetector`
-  (BlazePalm: letterbox, decode, MediaPipe's weighted NMS, hand ROI; any runner, so a
-  served palm model works too) and `YoloDetector` (Ultralytics `.pt` / `.onnx`, boxes
-  and optional hand keypoints).
+  handedness, gesture for a batch of hand crops); the hand detectors, one file each, are
+  in `shared.inference.detectors` (a registry, built on these runners).
 
 A `ModelRef` says which network and weights; each runner factory takes what it needs
 from it (the torch module, an ONNX file exported and cached on first use, a TensorRT
@@ -33,15 +31,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from shared.errors import UserError
-from shared.geometry import Roi, roi_from_box, roi_from_keypoints
+from shared.geometry import Roi
 from shared.hand import NUM_KEYPOINTS
 from shared.inference.triton_client import TritonRunner
 from shared.tensors import run_batched
 
 __all__ = [
-    "CropModel", "Detections", "Detector", "ModelRef", "PalmDetector", "Runner", "YoloDetector",
-    "available_runners", "create_crop_model", "create_detector", "create_runner", "export_onnx",
-    "register_runner", "tensorrt_available",
+    "CropModel", "ModelRef", "Runner", "available_runners", "create_crop_model", "create_runner", "export_onnx",
+    "register_runner", "run_batched", "tensorrt_available",
 ]
 
 
@@ -332,149 +329,6 @@ def _gesture_head_trained(ref: ModelRef) -> bool:
 
 def create_crop_model(backend: str, ref: ModelRef) -> CropModel:
     return CropModel(create_runner(backend, ref), ref.img_size, _gesture_head_trained(ref))
-
-
-# --------------------------------------------------------------------------- detectors
-
-
-@dataclass
-class Detections:
-    """Hands (or palms) found in one image, pixels of that image.
-
-    xyxy [N, 4] the detector's box, score [N], rois: the crop ROI of each hand
-    (rotated square, as the crop model wants it), best score first.
-    """
-
-    xyxy: np.ndarray
-    score: np.ndarray
-    rois: list[Roi]
-
-    def __len__(self) -> int:
-        return len(self.score)
-
-    @classmethod
-    def empty(cls) -> Detections:
-        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), [])
-
-
-class Detector(Protocol):
-    name: str
-
-    def __call__(self, images: list[np.ndarray]) -> list[Detections]: ...
-
-
-class PalmDetector:
-    """MediaPipe's palm detector on any runner, with MediaPipe's post-processing:
-    letterbox to 192 (MediaPipe's ImageToTensor, bit for bit; `letterbox="area"`: area
-    averaging instead), decode, score threshold, weighted NMS, the best `max_detections`,
-    palm -> hand ROI (rotation from the palm keypoints, scale 2.6, shift towards the
-    fingers). All of it is `shared.models.blazepalm_post`, shared with the served model."""
-
-    name = "blazepalm"
-
-    def __init__(self, runner: Runner, img_size: int = 192, score_threshold: float = 0.5,
-                 nms_threshold: float = 0.3, max_detections: int | None = None, letterbox: str = "mediapipe") -> None:
-        from shared.models.blazepalm_post import LETTERBOX_MODES
-
-        if letterbox not in LETTERBOX_MODES:
-            raise UserError(f"palm letterbox {letterbox!r} is not one of {', '.join(LETTERBOX_MODES)}")
-        self.runner = runner
-        self.img_size = img_size
-        self.score_threshold = score_threshold
-        self.nms_threshold = nms_threshold
-        self.max_detections = max_detections
-        self.letterbox = letterbox
-
-    def __call__(self, images: list[np.ndarray]) -> list[Detections]:
-        """images: RGB uint8 [H, W, 3] each, any size."""
-        from shared.models.blazepalm_post import letterbox, postprocess
-
-        if not images:
-            return []
-        padded, boxes = zip(*(letterbox(im, self.img_size, self.letterbox) for im in images))
-        x = np.stack(padded).transpose(0, 3, 1, 2).astype(np.float32) * (1.0 / 255.0)  # [B, 3, 192, 192]
-        out = run_batched(self.runner, x)
-        results = []
-        for i, lb in enumerate(boxes):
-            palms = postprocess(out["boxes"][i], out["keypoints"][i], out["scores"][i], lb, self.score_threshold,
-                                self.nms_threshold, self.max_detections)  # [A, 4], [A, 7, 2], [A] -> pixels
-            results.append(Detections(palms.xyxy, palms.score, palms.rois()) if len(palms) else Detections.empty())
-        return results
-
-
-class YoloDetector:
-    """An Ultralytics YOLO hand detector (`.pt` or `.onnx`, detect or pose).
-
-    The crop ROI is the box made square and grown by `expand_ratio` (the seed's
-    convention); a pose model's 21 keypoints, when confident, also give the rotation
-    (wrist -> middle-finger base up) and a tighter square around the hand.
-    """
-
-    name = "yolo"
-
-    def __init__(self, path: str, expand_ratio: float = 0.3, score_threshold: float = 0.5,
-                 max_detections: int | None = None, imgsz: int = 640, device: str = "cpu") -> None:
-        p = Path(path)
-        if not path:
-            raise UserError("--detector yolo needs --yolo_model (a trained .pt or .onnx)")
-        if not p.is_file():
-            raise UserError(f"{path}: YOLO model not found; pass a trained .pt or .onnx to --yolo_model")
-        if p.suffix.lower() not in (".pt", ".onnx"):
-            raise UserError(f"{path}: --yolo_model must be a .pt or .onnx file")
-        from ultralytics import YOLO
-
-        try:
-            self.model = YOLO(str(p))
-        except Exception as exc:  # ultralytics wraps many error types
-            raise UserError(f"{path}: Ultralytics cannot load it ({type(exc).__name__}: {exc})") from None
-        self.expand_ratio = expand_ratio
-        self.score_threshold = score_threshold
-        self.max_detections = max_detections or 300
-        self.imgsz = imgsz
-        self.device = "cpu" if device == "auto" else device
-
-    def __call__(self, images: list[np.ndarray]) -> list[Detections]:
-        if not images:
-            return []
-        # Ultralytics takes numpy images as BGR (OpenCV's order).
-        preds = self.model.predict([np.ascontiguousarray(im[..., ::-1]) for im in images], imgsz=self.imgsz,
-                                   conf=self.score_threshold, max_det=self.max_detections, verbose=False,
-                                   device=self.device)
-        results = []
-        for r in preds:
-            xyxy = r.boxes.xyxy.cpu().numpy().astype(np.float32) if r.boxes is not None else np.zeros((0, 4))
-            score = r.boxes.conf.cpu().numpy().astype(np.float32) if r.boxes is not None else np.zeros(0)
-            kps = None
-            if getattr(r, "keypoints", None) is not None and r.keypoints.data.shape[1] == NUM_KEYPOINTS:
-                kps = r.keypoints.data.cpu().numpy()  # [N, 21, 3] pixels + confidence
-            order = np.argsort(-score, kind="stable")
-            rois = [self._roi(xyxy[i], None if kps is None else kps[i]) for i in order]
-            results.append(Detections(xyxy[order].astype(np.float32), score[order].astype(np.float32), rois))
-        return results
-
-    def _roi(self, box: np.ndarray, kp: np.ndarray | None) -> Roi:
-        if kp is not None and kp[0, 2] > 0.5 and kp[9, 2] > 0.5 and (kp[:, 2] > 0.5).sum() >= 5:
-            return roi_from_keypoints(kp, expand_ratio=self.expand_ratio, rotate=True, min_visibility=0.5)
-        return roi_from_box(box, expand_ratio=self.expand_ratio)
-
-
-def create_detector(name: str, backend: str = "torch", yolo_model: str = "", expand_ratio: float = 0.3,
-                    score_threshold: float = 0.5, max_detections: int | None = None, device: str = "cpu",
-                    work_dir: str = "", palm_model: str = "blazepalm_full", palm_weights: str = "mediapipe",
-                    threads: int = 0, options: dict[str, Any] | None = None, palm_letterbox: str = "mediapipe"
-                    ) -> Detector:
-    """The hand detector: "blazepalm" (on the same backend as the crop model; TensorRT and
-    other GPU-only backends run the palm net on torch; `palm_letterbox`: see PalmDetector)
-    or "yolo" (Ultralytics)."""
-    if name == "yolo":
-        return YoloDetector(yolo_model, expand_ratio, score_threshold, max_detections, device=device)
-    if name != "blazepalm":
-        raise UserError(f"unknown detector {name!r}; choose blazepalm or yolo")
-    palm_backend = backend if backend in ("torch", "onnxruntime", "triton") else "torch"
-    ref = ModelRef(palm_model, palm_weights, img_size=192, device=device, work_dir=work_dir, threads=threads,
-                   options=dict(options or {}))
-    return PalmDetector(create_runner(palm_backend, ref), img_size=192, score_threshold=score_threshold,
-                        max_detections=max_detections, letterbox=palm_letterbox)
 
 
 def roi_iou(a: Roi, b: Roi) -> float:

@@ -54,14 +54,8 @@ from shared.config import option
 from shared.errors import UserError
 from shared.geometry import Roi, hand_angle, iou_matrix, roi_from_keypoints, warp_roi
 from shared.hand import GESTURE_UNKNOWN, NUM_KEYPOINTS
-from shared.inference.backends import (
-    CropModel,
-    Detections,
-    Detector,
-    ModelRef,
-    create_crop_model,
-    create_detector,
-)
+from shared.inference.backends import CropModel, ModelRef, create_crop_model
+from shared.inference.detectors import DETECTORS, Detections, Detector, create_detector
 from shared.inference.gestures import TwoHandsRule, load_gesture_model
 from shared.results import HandResults
 from shared.tracking import HandTracker, TrackerConfig
@@ -71,13 +65,13 @@ from shared.tracking import HandTracker, TrackerConfig
 PALM_LANDMARKS = (0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18)
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt", "triton")
-DETECTORS = ("blazepalm", "yolo")
 MODEL_TYPES = ("blazehand", "blazehand_full", "blazehand_lite")
 
 
 @dataclass
 class PipelineConfig:
-    detector: str = option("blazepalm", "hand detector: blazepalm (MediaPipe's palm detector) or yolo",
+    detector: str = option("blazepalm", "hand detector (shared.inference.detectors): blazepalm (MediaPipe's palm "
+                                        "detector) or yolo (Ultralytics)",
                            metadata={"choices": list(DETECTORS)})
     yolo_model: str = option("", "--detector yolo: a trained Ultralytics .pt or .onnx")
     model_type: str = option("blazehand", "crop model: blazehand (= blazehand_full) or blazehand_lite",

@@ -9,7 +9,10 @@ leave out the batch axis. Every model takes NCHW float RGB in [0, 1].
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from shared.errors import UserError
 from shared.hand import NUM_GESTURES, NUM_KEYPOINTS
 from shared.tensors import TensorSpec
 
@@ -79,3 +82,45 @@ def spec_for(model_type: str, model: object | None = None, img_size: int | None 
         return classifier_spec(model_type, img_size or getattr(model, "img_size", 224),
                                getattr(model, "num_classes", NUM_GESTURES))
     raise KeyError(f"no tensor spec for model type {model_type!r}")
+
+
+# --------------------------------------------------------------------------- ONNX files
+def onnx_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec], dict[str, str]]:
+    """Inputs and outputs of an ONNX file (batch axis dropped) and its metadata; batch must be dynamic."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError, OSError, ...
+        raise UserError(f"{path}: not a readable ONNX file ({type(exc).__name__}: {exc}); re-export it") from None
+    init = {t.name for t in model.graph.initializer}
+
+    def spec(value: Any) -> TensorSpec:
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
+        if not dims or dims[0] != -1:
+            raise UserError(f"{path}: tensor {value.name!r} has a fixed batch axis {dims[:1]}; Triton batches "
+                            "requests, so export with a dynamic batch (components.export onnx --dynamic_batch)")
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
+        return TensorSpec(value.name, dtype, tuple(dims[1:]))
+
+    inputs = [spec(v) for v in model.graph.input if v.name not in init]
+    outputs = [spec(v) for v in model.graph.output]
+    return inputs, outputs, {p.key: p.value for p in model.metadata_props}
+
+
+def check_against_spec(path: Path, expected: Any) -> None:
+    """The file's tensors must be the spec's (names and order; shapes where the file states
+    them): config.pbtxt is generated from the spec, so a mismatch would only fail when the
+    server loads the model."""
+    inputs, outputs, _ = onnx_io(path)
+    got = [t.name for t in inputs + outputs]
+    want = [t.name for t in (*expected.inputs, *expected.outputs)]
+    if got != want:
+        raise UserError(f"{path}: tensors {got} differ from the {expected.model_type} spec {want} "
+                        "(shared/models/specs.py); export it with `python -m components.export onnx --dynamic_batch`")
+    for have, spec in zip(inputs + outputs, (*expected.inputs, *expected.outputs)):
+        # The exporter's shape inference leaves some output dims symbolic (-1): compare the known ones.
+        if len(have.shape) != len(spec.shape) or any(a > 0 and b > 0 and a != b for a, b in zip(have.shape,
+                                                                                                spec.shape)):
+            raise UserError(f"{path}: tensor {have.name!r} has shape {list(have.shape)}, the spec says "
+                            f"{list(spec.shape)}; re-export it (or pass the matching --img_size)")

@@ -53,7 +53,6 @@ Each python model's version folder holds its settings (`params.json`, see PARAMS
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -64,6 +63,7 @@ from typing import Any
 import numpy as np
 
 from shared.hand import GESTURES, NUM_KEYPOINTS
+from shared.inference.detectors import DetectorSpec, detector_kind
 from shared.inference.triton_client import SERVED_DETECTOR, SERVED_LANDMARKS
 from shared.results import HandResults
 from shared.serving.sequences import SequenceControls, SequenceStore, idle_timeout_s, read_controls
@@ -277,155 +277,20 @@ class BlsRunner:
 # --------------------------------------------------------------------------- detectors
 
 
-@dataclasses.dataclass
-class DetectorSpec:
-    """What the served `detector` is and how its outputs become hands (deploy writes it)."""
-
-    kind: str = "blazepalm"  # blazepalm | yolo
-    model: str = MODEL_DETECTOR  # the served network's name
-    input_name: str = "image"
-    output_names: tuple[str, ...] = ("boxes", "keypoints", "scores")
-    img_size: int = 192
-    max_batch: int = 8
-    score_threshold: float = 0.5
-    nms_threshold: float = 0.3  # blazepalm: MediaPipe's weighted NMS; yolo: Ultralytics' default is 0.7
-    max_detections: int = 4
-    expand_ratio: float = 0.3  # yolo: box -> crop ROI
-    num_classes: int = 1  # yolo: class scores after the 4 box values
-    kpt_shape: tuple[int, ...] = ()  # yolo pose: (21, 3)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DetectorSpec:
-        d = dict(d)
-        for key in ("output_names", "kpt_shape"):
-            if key in d:
-                d[key] = tuple(d[key])
-        return cls(**d)
-
-
-def yolo_letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Ultralytics' LetterBox(auto=False, center=True): resize keeping the aspect ratio, pad
-    with grey 114 to size x size. Returns the input [3, S, S] float32 in [0, 1] and
-    [scale_x, scale_y, pad_x, pad_y]."""
-    import cv2
-
-    h, w = image.shape[:2]
-    r = min(size / h, size / w)
-    nw, nh = int(round(w * r)), int(round(h * r))
-    dw, dh = (size - nw) / 2, (size - nh) / 2
-    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR) if (nw, nh) != (w, h) else image
-    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
-    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
-    padded = cv2.copyMakeBorder(resized, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(114, 114, 114))
-    x = padded.transpose(2, 0, 1).astype(np.float32) * (1.0 / 255.0)  # [3, S, S]
-    return x, np.array([nw / w, nh / h, left, top], np.float32)
-
-
-def yolo_decode(output: np.ndarray, lb: np.ndarray, image_hw: tuple[int, int], spec: DetectorSpec):
-    """One image's Ultralytics ONNX output [4 + classes (+ K*D), anchors] -> Detections.
-
-    Boxes are cx, cy, w, h in letterboxed pixels; class scores are already sigmoid'ed.
-    Class-aware NMS at `spec.nms_threshold` (Ultralytics' non_max_suppression), best first,
-    mapped back to image pixels and clipped; crop ROIs as `YoloDetector` makes them.
-    """
-    import cv2
-
-    from shared.inference.backends import Detections, YoloDetector
-
-    pred = np.asarray(output, np.float32).T  # [A, C]
-    nc = spec.num_classes
-    cls_scores = pred[:, 4:4 + nc]
-    score = cls_scores.max(1)
-    keep = score > spec.score_threshold
-    pred, score, cls = pred[keep], score[keep], cls_scores[keep].argmax(1)
-    if not len(score):
-        return Detections.empty()
-    cx, cy, bw, bh = pred[:, 0], pred[:, 1], pred[:, 2], pred[:, 3]
-    xyxy = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
-    idx = cv2.dnn.NMSBoxesBatched(np.stack([xyxy[:, 0], xyxy[:, 1], bw, bh], 1).tolist(), score.tolist(),
-                                  cls.astype(np.int32).tolist(), spec.score_threshold, spec.nms_threshold)
-    idx = np.asarray(idx, dtype=np.int64).reshape(-1)
-    idx = idx[np.argsort(-score[idx], kind="stable")][: spec.max_detections]
-    scale, pad = lb[:2].astype(np.float64), lb[2:4].astype(np.float64)
-    h, w = image_hw
-    boxes = ((xyxy[idx].reshape(-1, 2, 2) - pad) / scale).reshape(-1, 4)
-    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
-    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
-    kps = None
-    if spec.kpt_shape and spec.kpt_shape[0] == NUM_KEYPOINTS:
-        k, d = spec.kpt_shape
-        kps = pred[idx, 4 + nc:4 + nc + k * d].reshape(-1, k, d).astype(np.float64)
-        kps[..., :2] = (kps[..., :2] - pad) / scale
-        if d == 2:  # no visibility channel: treat every keypoint as seen
-            kps = np.concatenate([kps, np.ones((*kps.shape[:2], 1))], axis=-1)
-    roi_maker = _RoiRule(spec.expand_ratio)
-    rois = [YoloDetector._roi(roi_maker, boxes[i], None if kps is None else kps[i]) for i in range(len(idx))]
-    return Detections(boxes.astype(np.float32), score[idx].astype(np.float32), rois)
-
-
-@dataclasses.dataclass
-class _RoiRule:
-    """The one attribute `YoloDetector._roi` reads, so the served YOLO path places crop ROIs
-    with the in-process rule itself instead of a copy of it."""
-
-    expand_ratio: float
-
-
-class ServedYoloDetector:
-    """A `shared.inference.backends.Detector` for a YOLO ONNX served as `detector`, decoded
-    with numpy/OpenCV (the Triton venv has no Ultralytics)."""
-
-    name = "yolo"
-
-    def __init__(self, runner: Any, spec: DetectorSpec) -> None:
-        self.runner = runner
-        self.spec = spec
-
-    def __call__(self, images: list[np.ndarray]) -> list:
-        from shared.tensors import run_batched
-
-        if not images:
-            return []
-        inputs, lbs = zip(*(yolo_letterbox(im, self.spec.img_size) for im in images))
-        out = run_batched(self.runner, np.stack(inputs))[self.spec.output_names[0]]  # [B, C, A]
-        return [yolo_decode(out[i], lbs[i], images[i].shape[:2], self.spec) for i in range(len(images))]
-
-
 def make_detector(spec: DetectorSpec, runner: Any) -> Any:
-    """The in-process detector class for `spec.kind` over `runner` (a BLS runner on the server)."""
-    if spec.kind == "yolo":
-        return ServedYoloDetector(runner, spec)
-    if spec.kind != "blazepalm":
-        raise ValueError(f"unknown detector kind {spec.kind!r}; expected blazepalm or yolo")
-    from shared.inference.backends import PalmDetector
-
-    return PalmDetector(runner, img_size=spec.img_size, score_threshold=spec.score_threshold,
-                        nms_threshold=spec.nms_threshold, max_detections=spec.max_detections)
+    """The in-process detector of `spec.kind` over `runner` (a BLS runner on the server)."""
+    return detector_kind(spec.kind).from_runner(runner, spec)
 
 
 def detector_preprocess(image: np.ndarray, spec: DetectorSpec) -> tuple[np.ndarray, np.ndarray]:
-    """IMAGE -> (detector input [3, S, S] float32, LETTERBOX [4]), as the detector classes do it."""
-    if spec.kind == "yolo":
-        return yolo_letterbox(image, spec.img_size)
-    from shared.models.blazepalm_post import letterbox
-
-    padded, lb = letterbox(image, spec.img_size)
-    x = padded.transpose(2, 0, 1).astype(np.float32) * (1.0 / 255.0)  # [3, S, S], as PalmDetector feeds it
-    return x, np.array([lb.scale_x, lb.scale_y, lb.pad_x, lb.pad_y], np.float32)
+    """IMAGE -> (detector input [3, S, S] float32, LETTERBOX [4]), as the detector does it in process."""
+    return detector_kind(spec.kind).preprocess(image, spec)
 
 
 def detector_postprocess(outputs: dict[str, np.ndarray], lb: np.ndarray, image_hw: tuple[int, int],
-                         spec: DetectorSpec):
+                         spec: DetectorSpec) -> Any:
     """One image's raw detector outputs (no batch axis) + LETTERBOX -> Detections in image pixels."""
-    if spec.kind == "yolo":
-        return yolo_decode(outputs[spec.output_names[0]], lb, image_hw, spec)
-    from shared.inference.backends import Detections
-    from shared.models.blazepalm_post import Letterbox, postprocess
-
-    b, k, s = (outputs[n] for n in spec.output_names)  # [A, 4], [A, 7, 2], [A] normalised to the input
-    box = Letterbox(float(lb[0]), float(lb[1]), float(lb[2]), float(lb[3]), spec.img_size)
-    palms = postprocess(b, k, s, box, spec.score_threshold, spec.nms_threshold, spec.max_detections)
-    return Detections(palms.xyxy, palms.score, palms.rois()) if len(palms) else Detections.empty()
+    return detector_kind(spec.kind).postprocess(outputs, lb, image_hw, spec)
 
 
 # --------------------------------------------------------------------------- the served models
