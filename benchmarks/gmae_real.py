@@ -194,8 +194,8 @@ def pretrain_speed(pool: Path, img_size: int, steps: int = 10) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- training runs
-def _epochs(n_train: int, args: argparse.Namespace) -> int:
-    return max(1, math.ceil(args.steps / max(1, math.ceil(n_train / args.batch))))
+def _epochs(n_train: int, args: argparse.Namespace, steps: int = 0) -> int:
+    return max(1, math.ceil((steps or args.steps) / max(1, math.ceil(n_train / args.batch))))
 
 
 def _n_train(split: Path) -> int:
@@ -233,17 +233,17 @@ def run_pretrain_variant(work: Path, info: dict, name: str, args: argparse.Names
 
 
 def finetune_gmae(split: Path, out: Path, weights: str, args: argparse.Namespace, seed: int,
-                  arch: dict | None = None) -> dict[str, float]:
+                  arch: dict | None = None, steps: int = 0, min_scale: float = 0.35) -> dict[str, float]:
     from components.classify import evaluate_checkpoint
     from components.tasks.gmae_finetune import GMAEFinetuneConfig, run_finetune
 
-    epochs = _epochs(_n_train(split), args)
+    epochs = _epochs(_n_train(split), args, steps)
     run_finetune(GMAEFinetuneConfig(
         data_dir=str(split), output_dir=str(out), pretrained_weights=weights, model="gmae_classifier_tiny",
         img_size=args.img, class_names=list(CLASSES), epochs=epochs, batch_size=args.batch,
         learning_rate=args.lr, layer_decay=0.75 if weights else 1.0, warmup_epochs=epochs * 0.1,
         evaluate_test=False, plots=False, num_workers=0, threads=1, progress_bar=False, accelerator="cpu",
-        seed=seed, patience=0, **(arch or {})))
+        seed=seed, patience=0, min_scale=min_scale, **(arch or {})))
     scores = {}
     for name in (*TEST_SETS, "all"):
         cm = np.asarray(evaluate_checkpoint(out / "last.pt", args.work / "test" / name, out / f"eval_{name}",
@@ -362,6 +362,20 @@ def curve(work: Path, info: dict, args: argparse.Namespace) -> None:
                 finetune_gmae, split, work / "ft" / f"snapshot{epoch}_s{seed}", str(snap), args, seed))
 
 
+def longer(work: Path, info: dict, args: argparse.Namespace) -> None:
+    """Is it the fine-tuning budget? 4x the steps and milder random crops (min_scale 0.8, so a crop
+    keeps the pointing finger), pretrained vs scratch, 10 and all labels, the first seed."""
+    enc, _ = run_pretrain_variant(work, info, "gmae", args)
+    runs = work / "longer_runs.json"
+    seed = args.seeds[0]
+    for budget in ("10", "all"):
+        split = split_dir(work, info, budget, seed)
+        for name, weights in (("pretrained", enc), ("scratch", "")):
+            _record(runs, f"{name}/{budget}/s{seed}", partial(
+                finetune_gmae, split, work / "ft" / f"longer_{name}_{budget}_s{seed}", weights, args, seed,
+                steps=4 * args.steps, min_scale=0.8))
+
+
 def ablation(work: Path, info: dict, args: argparse.Namespace) -> None:
     runs = work / "ablation_runs.json"
     for name, (arch, mask, share) in ABLATIONS.items():
@@ -393,7 +407,7 @@ def report(work: Path, info: dict, args: argparse.Namespace) -> dict:
         path = work / name
         return json.loads(path.read_text()) if path.is_file() else {}
 
-    curve_runs, abl_runs = load("curve_runs.json"), load("ablation_runs.json")
+    curve_runs, abl_runs, long_runs = load("curve_runs.json"), load("ablation_runs.json"), load("longer_runs.json")
     seeds = [f"s{s}" for s in args.seeds]
     rows, table = [], {}
     for name in ("pretrained", "scratch", "mobilenetv3", "linear_probe"):
@@ -423,6 +437,15 @@ def report(work: Path, info: dict, args: argparse.Namespace) -> dict:
             abl.append({"variant": name, **agg})
     if abl:
         print_table(f"Ablation, mask ratio and unlabelled-pool size, {k} labels per class (pretrained)", abl)
+    longer_rows = []
+    for name in ("pretrained", "scratch"):
+        for budget in ("10", "all"):
+            agg = _agg(long_runs, [f"{name}/{budget}/s{args.seeds[0]}"])
+            if agg:
+                longer_rows.append({"row": name, "labels_per_class": budget, **agg})
+    if longer_rows:
+        print_table(f"Longer fine-tuning ({4 * args.steps} steps, random crops keep >= 80% of the hand), seed "
+                    f"{args.seeds[0]}", longer_rows)
     pre = {p.parent.name: json.loads(p.read_text()) for p in (work / "pretrain").glob("*/pretrain_summary.json")}
     verdict = {}
     for metric in ("balanced_accuracy", "accuracy"):
@@ -436,8 +459,10 @@ def report(work: Path, info: dict, args: argparse.Namespace) -> dict:
         "model": "gmae_tiny", "img_size": args.img, "pretrain_epochs": args.pretrain_epochs, "steps": args.steps,
         "batch": args.batch, "lr": args.lr, "seeds": args.seeds, "classes": list(CLASSES),
         "machine": "2-core CPU (AVX-512 VNNI), 1 torch thread per process"},
-        "curve": rows, "pretraining_trend": trend, "ablation": abl, "pretraining": pre,
-        "speed": info.get("speed", []), "verdict": verdict, "runs": {"curve": curve_runs, "ablation": abl_runs}}
+        "curve": rows, "pretraining_trend": trend, "ablation": abl, "longer_finetuning": longer_rows,
+        "pretraining": pre,
+        "speed": info.get("speed", []), "verdict": verdict, "runs": {"curve": curve_runs, "ablation": abl_runs,
+                                                                      "longer": long_runs}}
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / "gmae_real.json").write_text(json.dumps(out, indent=2))
     _plot(rows, RESULTS_DIR / "gmae_real_curve.png")
@@ -475,7 +500,7 @@ def _plot(rows: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--real", action="store_true", help="(given by benchmarks.gmae)")
-    p.add_argument("--part", default="all", choices=["prepare", "curve", "ablation", "report", "all"])
+    p.add_argument("--part", default="all", choices=["prepare", "curve", "ablation", "longer", "report", "all"])
     p.add_argument("--work", type=Path, default=ROOT / "outputs" / "gmae_real", help="data and runs (reused)")
     p.add_argument("--crop", type=int, default=96, help="side of the saved crops")
     p.add_argument("--img", type=int, default=64, help="training side")
@@ -502,6 +527,8 @@ def main(argv: list[str] | None = None) -> None:
         curve(work, info, args)
     if args.part in ("ablation", "all"):
         ablation(work, info, args)
+    if args.part in ("longer", "all"):
+        longer(work, info, args)
     if args.part in ("report", "all"):
         report(work, info, args)
 
