@@ -17,9 +17,9 @@ out (the crop the landmark network sees: placed by the 21 landmarks, upright) in
 in it is an error before any training.
 
 Writes to O: `encoder.pt` (the encoder's weights + config, what fine-tuning
-loads), `gmae.pt` (the whole autoencoder), `previews/epoch_NNNN.png`
-(original / masked / reconstructed) every `--save_every` epochs (`--keep_snapshots`:
-every saved encoder also as `snapshots/encoder_epoch_NNNN.pt`),
+loads) and `gmae.pt` (the whole autoencoder) every `--save_every` epochs (`--keep_snapshots`:
+every saved encoder also as `snapshots/encoder_epoch_NNNN.pt`), `previews/epoch_NNNN.png`
+(original / masked / reconstructed, the same images) every epoch,
 `metrics.jsonl`, `config.yaml`, `pretrain_summary.json`.
 """
 
@@ -95,7 +95,7 @@ class PretrainConfig(CorpusOptions, RunConfig):
     use_mscffn: bool = option(True, "multi-scale convolutional FFN (off = plain FFN; ablation switch)")
     min_scale: float = option(0.2, "random resized crop: smallest area share (MAE uses 0.2)", min=0.0, max=1.0)
     color_jitter: float = option(0.4, "colour jitter strength (0 = off)", min=0.0)
-    save_every: int = option(10, "save encoder.pt and a reconstruction preview every N epochs", min=1)
+    save_every: int = option(10, "save encoder.pt and gmae.pt every N epochs (previews: every epoch)", min=1)
     preview_count: int = option(8, "images in each preview PNG", min=0)
     patience: int = option(0, "early stopping on --monitor (0 = off; pretraining runs its epochs)", min=0)
     keep_snapshots: bool = option(False, "also keep every saved encoder as snapshots/encoder_epoch_NNNN.pt")

@@ -194,7 +194,8 @@ def reconstruction_preview(model: GMAE, imgs: torch.Tensor, mask_ratio: float, s
 
 
 class PretrainArtifacts(L.Callback):
-    """Every `every` epochs and at the end: `encoder.pt` (+ `gmae.pt`, the whole autoencoder) and a preview PNG."""
+    """Every epoch a reconstruction preview PNG; every `every` epochs and at the end `encoder.pt` (+ `gmae.pt`,
+    the whole autoencoder)."""
 
     def __init__(self, output_dir: str | Path, preview_images: torch.Tensor | None, every: int = 10,
                  meta: dict[str, Any] | None = None, logger: ExperimentLogger | None = None,
@@ -225,15 +226,20 @@ class PretrainArtifacts(L.Callback):
                          "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                          "encoder_config": encoder_config_dict(model.cfg.encoder), "epoch": epoch, **self.meta},
                         self.output_dir / "gmae.pt")
-        if self.preview_images is not None:
-            imgs = self.preview_images.to(pl_module.device)
-            image = reconstruction_preview(model, imgs, pl_module.mask_ratio, seed=0)
-            path = self.output_dir / "previews" / f"epoch_{epoch + 1:04d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(path), image)
-            self.previews.append(str(path))
-            if self.logger is not None:
-                self.logger.log_image("reconstruction", path, step=epoch)
+
+    def preview(self, trainer: L.Trainer, pl_module: GMAEPretrainModule) -> None:
+        """previews/epoch_NNNN.png: original | masked | reconstructed, the same images every epoch."""
+        epoch = trainer.current_epoch
+        path = self.output_dir / "previews" / f"epoch_{epoch + 1:04d}.png"
+        if self.preview_images is None or str(path) in self.previews:
+            return
+        imgs = self.preview_images.to(pl_module.device)
+        image = reconstruction_preview(pl_module.model, imgs, pl_module.mask_ratio, seed=0)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), image)
+        self.previews.append(str(path))
+        if self.logger is not None:
+            self.logger.log_image("reconstruction", path, step=epoch)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -243,6 +249,7 @@ class PretrainArtifacts(L.Callback):
         self.history.append({"epoch": trainer.current_epoch, **metrics})
         if self.logger is not None:
             self.logger.log_scalars(metrics, step=trainer.current_epoch)
+        self.preview(trainer, pl_module)  # every epoch: cheap, and what a person watches
         epoch = trainer.current_epoch + 1
         if epoch % self.every == 0 or epoch >= (trainer.max_epochs or 0):
             self.save(trainer, pl_module)
@@ -250,6 +257,7 @@ class PretrainArtifacts(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # A run stopped by max_steps (or early) ends between save points: the last weights go to disk too.
         if trainer.is_global_zero and self.saved_step != trainer.global_step:
+            self.preview(trainer, pl_module)
             self.save(trainer, pl_module)
 
 
