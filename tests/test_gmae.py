@@ -244,10 +244,10 @@ def test_encoder_from_another_ablation_is_refused():
 def _pretrain_cfg(data_dir: Path, out: Path, seed: int = 0, **kw):
     from components.pretrain import PretrainConfig
 
-    kw = {"epochs": 1, **kw}
+    kw = {"epochs": 1, "save_every": 1, **kw}
     return PretrainConfig(data_dir=str(data_dir), output_dir=str(out), model="gmae_tiny", img_size=32,
                           batch_size=8, learning_rate=1e-3, warmup_epochs=0, num_workers=0, seed=seed,
-                          progress_bar=False, preview_count=2, save_every=1, accelerator="cpu", **kw)
+                          progress_bar=False, preview_count=2, accelerator="cpu", **kw)
 
 
 @pytest.fixture(scope="module")
