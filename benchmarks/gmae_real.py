@@ -44,6 +44,7 @@ import cv2
 import numpy as np
 
 from benchmarks.common import RESULTS_DIR, print_table
+from shared.data.corpus import class_view
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -61,16 +62,6 @@ ABLATIONS = {  # name -> (architecture switches, mask ratio, share of the pool)
 
 
 # --------------------------------------------------------------------------- data
-def _link_tree(files: dict[str, list[Path]], out: Path) -> Path:
-    for cls, paths in files.items():
-        (out / cls).mkdir(parents=True, exist_ok=True)
-        for p in paths:
-            dst = out / cls / p.name
-            if not dst.exists():
-                os.symlink(p.resolve(), dst)
-    return out
-
-
 def write_test_crops(root: Path, out: Path, size: int, teacher) -> dict:
     """Gesture hands of a real test set, matched to the teacher's hands and cut like the pool."""
     from shared.data.realsets import read_gesture_test_set
@@ -136,11 +127,11 @@ def prepare(work: Path, args: argparse.Namespace) -> dict:
         files = sorted((labelled / cls).glob("*.png"))
         files = [files[i] for i in rng.permutation(len(files))]
         val[cls], rest[cls] = files[: args.val_per_class], files[args.val_per_class:]
-    _link_tree(val, work / "val")
+    class_view(val, work / "val")
     teacher = _teacher()
     tests = {name: write_test_crops(DATA / name, work / "test" / name, args.crop, teacher) for name in TEST_SETS}
     for name in TEST_SETS:
-        _link_tree({c: sorted((work / "test" / name / c).glob("*.png")) for c in CLASSES
+        class_view({c: sorted((work / "test" / name / c).glob("*.png")) for c in CLASSES
                     if (work / "test" / name / c).is_dir()}, work / "test" / "all")
     info = {"pool_dir": str(pool), "pool_crops": sum(1 for _ in pool.rglob("*.png")),
             "pool_folders": len([p for p in pool.iterdir() if p.is_dir()]),
@@ -160,7 +151,7 @@ def split_dir(work: Path, info: dict, budget: str, seed: int) -> Path:
         for cls, files in info["labelled_files"].items():
             order = [Path(files[i]) for i in rng.permutation(len(files))]
             pick[cls] = order if budget == "all" else order[: int(budget)]
-        _link_tree(pick, out / "train")
+        class_view(pick, out / "train")
     if not (out / "val").exists():
         os.symlink((work / "val").resolve(), out / "val")
     return out
@@ -215,7 +206,7 @@ def run_pretrain_variant(work: Path, info: dict, name: str, args: argparse.Names
     if share < 1.0:  # a seeded share of every folder of the pool
         rng = np.random.default_rng(0)
         files = {f.name: sorted(f.glob("*.png")) for f in data.iterdir() if f.is_dir()}
-        data = _link_tree({k: [v[i] for i in rng.permutation(len(v))[: max(1, round(len(v) * share))]]
+        data = class_view({k: [v[i] for i in rng.permutation(len(v))[: max(1, round(len(v) * share))]]
                            for k, v in files.items()}, work / f"pool_{share:g}")
     if out.exists():
         shutil.rmtree(out)

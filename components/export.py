@@ -36,9 +36,9 @@ def _run_onnx(args: argparse.Namespace) -> int:
     cfg = load_config(OnnxExportConfig, args.config, args)
     check_writable(cfg.output_path, "--output_path", "file")  # before the model is built
     check_writable(Path(cfg.output_path).with_suffix(".json"), "--output_path (its summary)", "file")
-    # The pipeline's gesture on each side's landmarks: the int8 model must keep the gestures too.
-    shipped = load_gesture_model("default")
-    result = export_onnx_stage(cfg, real_crops, gestures=lambda xy: shipped.predict(xy)[0])
+    # int8: the pipeline's gesture (the shipped model) on each side's landmarks must agree too
+    shipped = load_gesture_model("default") if cfg.precision == "int8" else None
+    result = export_onnx_stage(cfg, real_crops, gestures=(lambda xy: shipped.predict(xy)[0]) if shipped else None)
     print(f"wrote {result.onnx_path} ({result.model_type}, {result.parameters:,} parameters, opset {result.opset}"
           f"{', dynamic batch' if result.dynamic_batch else ''})")
     if result.load_report:

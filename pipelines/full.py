@@ -103,17 +103,11 @@ def pretrain_encoder(cfg: dict, ingested: dict) -> dict:
     # gesture folders (the teacher's `hand` crops, whose gesture is unknown, only pretrain).
     finetune_dir = os.path.join(result.corpus_dir, "finetune_dataset")
     if real:
+        from shared.data.corpus import class_view
         from shared.hand import GESTURES
 
-        finetune_dir = os.path.join(out, "finetune_view")
-        for folder in Path(result.corpus_dir).iterdir():
-            if folder.name not in GESTURES:
-                continue
-            (Path(finetune_dir) / folder.name).mkdir(parents=True, exist_ok=True)
-            for crop in folder.iterdir():
-                link = Path(finetune_dir) / folder.name / crop.name
-                if not link.exists():
-                    link.symlink_to(crop.resolve())
+        finetune_dir = str(class_view({f.name: sorted(f.iterdir()) for f in Path(result.corpus_dir).iterdir()
+                                       if f.name in GESTURES}, os.path.join(out, "finetune_view")))
     log_metrics("pretrain", result.metrics)
     ref = register_model(result.encoder_weights, "gmae_encoder", ["gmae", "encoder", cfg["preset"]],
                          {"metrics": result.metrics, "model": cfg["gmae_model"], "img_size": cfg["gmae_img_size"],

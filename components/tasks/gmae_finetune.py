@@ -170,6 +170,8 @@ def _few_labels(cfg: GMAEFinetuneConfig, dataset: Any, names: list[str], where: 
     import numpy as np
     from torch.utils.data import Subset
 
+    from shared.data.corpus import find_classes
+
     labels = np.asarray(dataset.targets() if targets is None else targets)
     if cfg.labels_per_class:
         rng = np.random.default_rng(cfg.seed)
@@ -178,8 +180,6 @@ def _few_labels(cfg: GMAEFinetuneConfig, dataset: Any, names: list[str], where: 
             idx = np.nonzero(labels == c)[0]
             keep += rng.permutation(idx)[: cfg.labels_per_class].tolist()
         dataset, labels = Subset(dataset, sorted(keep)), labels[sorted(keep)]
-    from shared.data.corpus import find_classes
-
     # The classes asked for (--class_names), else the class folders there: each needs a training image.
     required = list(cfg.class_names) or find_classes(where)
     have = {names[int(c)] for c in np.unique(labels)}

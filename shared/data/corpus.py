@@ -215,6 +215,18 @@ def _place(src: Path, dst: Path, link: bool) -> None:
     shutil.copy2(src, dst)
 
 
+def class_view(files: dict[str, list[Path]], out: str | Path) -> Path:
+    """`out/<class>/<file name>` for each class's files (hard links, copies across file systems), an
+    image-folder view for training without copying the data; files already there are kept."""
+    out = Path(out)
+    for cls, paths in files.items():
+        (out / cls).mkdir(parents=True, exist_ok=True)
+        for p in paths:
+            if not (out / cls / p.name).exists():
+                _place(Path(p), out / cls / p.name, link=True)
+    return out
+
+
 # --------------------------------------------------------------------------- 1. format
 @dataclass
 class FormatReport:

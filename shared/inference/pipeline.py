@@ -335,8 +335,7 @@ class HandPipeline:
         return self.process(image, timestamp)
 
     def process(self, image: np.ndarray, timestamp: float | None = None) -> HandResults:
-        """Hands in one RGB uint8 frame [H, W, 3], pixels of that frame."""
-        _check_image(image)
+        """Hands in one RGB uint8 frame [H, W, 3], pixels of that frame (checked by process_batch / _begin)."""
         if self.cfg.static:
             return self.process_batch([image])[0]
         return process_streams([self], [image], [timestamp])[0]

@@ -166,11 +166,11 @@ def real_crops(sources: str | Path | Iterable[str | Path], size: int = 224, limi
     kps: list[np.ndarray] = []
     names: list[str] = []
     for hand in iter_hand_crops(sources, size=size, seed=seed, min_score=min_score, scan=scan):
-        if limit is not None and len(crops) >= limit:
-            break
         crops.append(hand.crop)
         kps.append(hand.keypoints)
         names.append(str(hand.source))
+        if limit is not None and len(crops) >= limit:
+            break  # before the next photo is read
     if not crops:
         raise no_hands_error(sources, scan.images_read, "calibration and verification")
     x = np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32) * (1.0 / 255.0)  # [N, 3, S, S]

@@ -211,6 +211,14 @@ def empty_hands() -> dict[str, np.ndarray]:
     return results_to_tensors(HandResults())
 
 
+def timing_tensor(timing: Any | None) -> np.ndarray:
+    """TIMING [1, stages] of one frame from its `FrameTiming` (zeros for None: a padding slot)."""
+    if timing is None:
+        return np.zeros((1, len(TIMING_STAGES)), np.float32)
+    t = timing.as_dict()
+    return np.array([[t[k] for k in TIMING_STAGES]], np.float32)
+
+
 # --------------------------------------------------------------------------- model config
 
 
@@ -507,7 +515,7 @@ class HandPipelineModel(ServedModel):
             try:
                 ctl = read_controls(get)
                 if not ctl.ready:  # a padding slot of the direct strategy
-                    out[i] = {**empty_hands(), TIMING.name: np.zeros((1, len(TIMING_STAGES)), np.float32)}
+                    out[i] = {**empty_hands(), TIMING.name: timing_tensor(None)}
                     continue
                 batch.append((i, ctl, check_image(require(get, IMAGE, self.name), self.name),
                               optional_timestamp(get, self.name)))
@@ -530,9 +538,7 @@ class HandPipelineModel(ServedModel):
                 if isinstance(hands, Exception):
                     out[i] = hands
                     continue
-                timing = pipe.last_timing.as_dict()
-                out[i] = {**results_to_tensors(hands),
-                          TIMING.name: np.array([[timing[k] for k in TIMING_STAGES]], np.float32)}
+                out[i] = {**results_to_tensors(hands), TIMING.name: timing_tensor(pipe.last_timing)}
         return out
 
 
@@ -569,9 +575,8 @@ class HandsModel(HandPipelineModel):
             return out
         for (i, _), hands, timing, probs in zip(good, results, self.pipeline.last_timings,
                                                 self.pipeline.last_gesture_probs):
-            t = timing.as_dict()
             probs = np.zeros((len(hands), len(GESTURES)), np.float32) if probs is None else probs
-            out[i] = {**results_to_tensors(hands), TIMING.name: np.array([[t[k] for k in TIMING_STAGES]], np.float32),
+            out[i] = {**results_to_tensors(hands), TIMING.name: timing_tensor(timing),
                       HANDS_GESTURE_PROBS.name: probs.astype(np.float32)[None]}
         return out
 
