@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,8 @@ def build_teacher_crops(cfg: CorpusOptions, raw_dir: str | Path, corpus_dir: str
     written = write_hand_crops(raw_dir, hands, size=cfg.crop_size, seed=seed, min_score=cfg.min_score,
                                progress=progress)
     report.write_text(json.dumps(dataclasses.asdict(written), indent=2))
+    for bad in written.unreadable:  # skipped, never silently: named here and in hands_report.json
+        print(f"warning: {bad}: not a readable image, skipped", file=sys.stderr)
     print(f"corpus: {written.crops} hands from {written.images_read} photos ({written.how}; "
           f"{len(written.unreadable)} unreadable) in {len(written.per_folder)} folder(s)")
     return hands

@@ -440,7 +440,7 @@ def _real_photos(root: Path, per_folder: int = 3) -> Path:
     return root
 
 
-def test_pretrain_on_real_photos_cuts_hands_with_the_teacher(tmp_path):
+def test_pretrain_on_real_photos_cuts_hands_with_the_teacher(tmp_path, capsys):
     from components.pretrain import run_pretrain
 
     photos = _real_photos(tmp_path / "photos")
@@ -455,6 +455,13 @@ def test_pretrain_on_real_photos_cuts_hands_with_the_teacher(tmp_path):
     assert crop.shape == (48, 48, 3) and crop.std() > 10  # a real picture, not a blank
     # A preview every epoch; the encoder at --save_every and at the end (one snapshot here).
     assert len(result.previews) == 2 and len(list((tmp_path / "out" / "snapshots").glob("*.pt"))) == 1
+    # A corrupt file in the folder is named and skipped, never silent.
+    (photos / "fist" / "broken.jpg").write_bytes(b"not a jpeg")
+    run_pretrain(_pretrain_cfg(photos, tmp_path / "out2", source="teacher", crop_size=48))
+    assert "broken.jpg: not a readable image, skipped" in capsys.readouterr().err
+    assert any(u.endswith("broken.jpg") for u in json.loads(
+        (tmp_path / "out2" / "corpus" / "hands_report.json").read_text())["unreadable"])
+    (photos / "fist" / "broken.jpg").unlink()
     # A second run reuses the crops instead of asking the teacher again.
     again = run_pretrain(_pretrain_cfg(photos, tmp_path / "out", source="teacher", crop_size=48))
     assert again.corpus_dir == result.corpus_dir
