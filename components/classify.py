@@ -27,9 +27,9 @@ from typing import Any
 
 from shared.config import add_config_args, option, save_config
 from shared.errors import UserError, run_cli
+from shared.paths import CONFIGS_DIR
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "inference.yaml"
+DEFAULT_CONFIG = CONFIGS_DIR / "inference.yaml"
 
 
 @dataclass

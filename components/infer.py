@@ -41,9 +41,18 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from shared.config import add_config_args, check_writable, config_to_dict, load_config, option, read_yaml, save_config
+from shared.config import (
+    add_config_args,
+    check_writable,
+    config_to_dict,
+    load_config,
+    option,
+    option_like,
+    read_yaml,
+    save_config,
+)
 from shared.errors import UserError, run_cli
-from shared.inference.pipeline import BACKENDS, DETECTORS, MODEL_TYPES, HandPipeline, PipelineConfig
+from shared.inference.pipeline import HandPipeline, PipelineConfig
 
 
 @dataclass
@@ -56,40 +65,39 @@ class InferConfig:
                                               "a folder holding an earlier run gets a fresh sibling (infer2, ...)")
     exist_ok: bool = option(False, "write into --output_dir even when it holds an earlier run (its files are "
                                    "replaced, others stay)")
-    detector: str = option("blazepalm", "hand detector", metadata={"choices": list(DETECTORS)})
-    yolo_model: str = option("", "--detector yolo: a trained Ultralytics .pt or .onnx")
-    model_weights: str = option("mediapipe", "crop-model weights: 'mediapipe' or a .pth (an .onnx / .engine "
-                                             "with those backends)")
-    model_type: str = option("blazehand", "crop model", metadata={"choices": list(MODEL_TYPES)})
-    backend: str = option("onnxruntime", "runtime for the networks (onnxruntime: the ONNX export of the same "
-                                         "weights, made once into .cache/exports, nothing downloaded; 2.5-3.6x "
-                                         "faster than torch per frame on CPU)",
-                          metadata={"choices": list(BACKENDS)})
-    img_size: int = option(224, "crop side fed to the crop model (BlazeHand: 224)")
-    max_hands: int = option(4, "at most this many hands per frame")
-    expand_ratio: float = option(0.3, "YOLO box -> crop: the longer side grown by this ratio, squared")
-    grayscale: bool = option(False, "convert frames to grayscale before inference")
+    # The HandPipeline settings a run passes on keep their one home in PipelineConfig (help, default,
+    # choices); more of them go in the YAML's `pipeline:` mapping.
+    detector: str = option_like(PipelineConfig, "detector")
+    yolo_model: str = option_like(PipelineConfig, "yolo_model")
+    model_weights: str = option_like(PipelineConfig, "model_weights")
+    model_type: str = option_like(PipelineConfig, "model_type")
+    backend: str = option_like(PipelineConfig, "backend")
+    img_size: int = option_like(PipelineConfig, "img_size")
+    max_hands: int = option_like(PipelineConfig, "max_hands")
+    expand_ratio: float = option_like(PipelineConfig, "expand_ratio")
+    grayscale: bool = option_like(PipelineConfig, "grayscale")
     draw_skeleton: bool = option(False, "draw the hand skeleton on the annotated output")
-    gesture_model: str = option("default", "gesture from the landmarks when the crop model has no gesture head: "
-                                           "'default' (the shipped model), a folder written by "
-                                           "components.gesture_model, or 'none'")
-    gesture_threshold: float = option(0.5, "below this gesture probability a hand's gesture is 'unknown'",
-                                      min=0.0, max=1.0)
-    track_max_age: int = option(3, "frames a track survives without a match")
-    track_iou_threshold: float = option(0.3, "minimum IoU to match a hand to a track")
+    gesture_model: str = option_like(PipelineConfig, "gesture_model")
+    gesture_threshold: float = option_like(PipelineConfig, "gesture_threshold")
+    track_max_age: int = option_like(PipelineConfig, "track_max_age")
+    track_iou_threshold: float = option_like(PipelineConfig, "track_iou_threshold")
     sequence: bool = option(False, "--input_dir holds the ordered frames of one video: track them (ids, landmark "
                                    "ROIs, smoothing) instead of processing each image on its own")
     static: bool = option(False, "--video: every frame independent, detector each frame, no tracking (MediaPipe's "
                                  "static_image_mode; a folder without --sequence is static anyway)")
     batch_size: int = option(1, "static mode: images per detector / crop-model call")
-    device: str = option("cpu", "cpu, cuda or auto")
-    threads: int = option(1, "CPU threads for torch / onnxruntime (0 = the library's default, all cores). 1 is the "
-                             "fastest for one stream on a 2-core machine: onnxruntime runs as fast on 1 as on 2 "
-                             "(within 10%), torch on 2 stalls 8-15x when other processes share the cores")
-    triton_url: str = option("127.0.0.1:8001", "--backend triton: the Triton server's gRPC address")
+    device: str = option_like(PipelineConfig, "device")
+    threads: int = option_like(PipelineConfig, "threads")
+    triton_url: str = option_like(PipelineConfig, "triton_url")
     annotate: bool = option(True, "write annotated images / annotated.mp4")
     pipeline: dict = option({}, "more HandPipeline settings (YAML only), e.g. {detect_interval: 10, min_presence: "
                                 "0.6}; see shared/inference/pipeline.py")
+
+
+# InferConfig fields that are HandPipeline settings, passed on as they are.
+PASSED_ON = ("detector", "yolo_model", "model_weights", "model_type", "backend", "img_size", "max_hands",
+             "expand_ratio", "grayscale", "gesture_model", "gesture_threshold", "track_max_age",
+             "track_iou_threshold", "device", "threads", "triton_url")
 
 
 @dataclass
@@ -118,12 +126,8 @@ def is_static(cfg: InferConfig) -> bool:
 
 def pipeline_config(cfg: InferConfig) -> PipelineConfig:
     """The HandPipeline settings of an inference run (flags first, then the YAML extras)."""
-    values = dict(detector=cfg.detector, yolo_model=cfg.yolo_model, model_type=cfg.model_type,
-                  model_weights=cfg.model_weights, backend=cfg.backend, device=cfg.device, threads=cfg.threads,
-                  img_size=cfg.img_size, max_hands=cfg.max_hands, expand_ratio=cfg.expand_ratio,
-                  grayscale=cfg.grayscale, static=is_static(cfg), track_max_age=cfg.track_max_age,
-                  track_iou_threshold=cfg.track_iou_threshold, triton_url=cfg.triton_url,
-                  gesture_model=cfg.gesture_model, gesture_threshold=cfg.gesture_threshold)
+    values = {name: getattr(cfg, name) for name in PASSED_ON}
+    values["static"] = is_static(cfg)
     if not isinstance(cfg.pipeline, dict):
         raise UserError(f"pipeline: expected a mapping of HandPipeline settings, got {cfg.pipeline!r}")
     known = set(PipelineConfig.__dataclass_fields__)

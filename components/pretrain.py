@@ -33,7 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.tasks import (
+from shared.config import add_config_args, config_to_dict, load_config, option, option_like, read_yaml, save_config
+from shared.errors import UserError, run_cli
+from shared.models.gmae import MASK_RATIO
+from shared.paths import CONFIGS_DIR
+from shared.training.run import (
     RunConfig,
     lightning_trainer,
     maybe_init_clearml,
@@ -42,12 +46,8 @@ from components.tasks import (
     resume_path,
     skipped_files,
 )
-from shared.config import add_config_args, config_to_dict, load_config, option, read_yaml, save_config
-from shared.errors import UserError, run_cli
-from shared.models.gmae import MASK_RATIO
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "pretrain.yaml"
+DEFAULT_CONFIG = CONFIGS_DIR / "pretrain.yaml"
 MODELS = ("gmae_tiny", "gmae_small", "gmae_base")
 
 
@@ -83,10 +83,11 @@ class PretrainConfig(CorpusOptions, RunConfig):
     model: str = option("gmae_small", "gmae_tiny | gmae_small | gmae_base", metadata={"choices": list(MODELS)})
     img_size: int = option(224, "training image side, pixels (a multiple of the patch size)", min=16)
     patch_size: int = option(0, "patch side in pixels (0 = the model size's default: 8 tiny, 16 small/base)", min=0)
-    epochs: int = option(500, "training epochs (seed: 500)", min=1)
-    batch_size: int = option(64, "images per batch (seed: 64)", min=1)
+    epochs: int = option_like(RunConfig, "epochs", 500, "training epochs (seed: 500)")
+    batch_size: int = option_like(RunConfig, "batch_size", 64, "images per batch (seed: 64)")
     learning_rate: float = option(1e-3, "peak learning rate, AdamW (seed: 1e-3)", min=0.0)
-    weight_decay: float = option(0.05, "AdamW weight decay (not on norms, biases, the mask token)", min=0.0)
+    weight_decay: float = option_like(RunConfig, "weight_decay", 0.05,
+                                      "AdamW weight decay (not on norms, biases, the mask token)")
     warmup_epochs: float = option(10.0, "linear warm-up, epochs (at most a fifth of the run), then cosine", min=0.0)
     mask_ratio: float = option(MASK_RATIO, "share of patches hidden from the encoder (seed: 0.6; paper: 0.5-0.7 best)",
                                min=0.0, max=0.99)

@@ -15,8 +15,9 @@ import yaml
 from shared.config import build_config, check_gates, config_to_dict, option, read_yaml
 from shared.errors import UserError
 from shared.hand import GESTURES
+from shared.paths import CONFIGS_DIR
 
-PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
+PRESETS_DIR = CONFIGS_DIR / "pipeline"
 
 
 @dataclass
@@ -79,6 +80,10 @@ class PipelineConfig:
     deploy_backend: str = option("python", "python | onnxruntime | tensorrt",
                                  choices=["python", "onnxruntime", "tensorrt"])
     smoke_test: bool = option(True, "send one request through a local Triton when its venv exists")
+    hand_over: str = option("auto", "how steps pass folders and weights: paths (one machine or a shared volume: "
+                                    "offline, --local, Kubeflow without a server), clearml (datasets and models "
+                                    "on the server, for agents on other machines), auto (paths offline, clearml "
+                                    "with a server)", choices=["auto", "paths", "clearml"])
     queues: dict = option({"cpu": "cpu", "gpu": "gpu", "services": "services"},
                           "agent queues per step kind (data steps: cpu; training/export: gpu; controller: services)")
 

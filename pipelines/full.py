@@ -49,7 +49,8 @@ def ingest_dataset(cfg: dict) -> dict:
         log_metrics("ingest", {**{f"{split}/images": c["images"] for split, c in result.counts.items()},
                                "rejected": result.rejected})
         manifest = json.loads(Path(result.manifest).read_text())
-        return {"dataset": publish_folder(out, "dataset", cfg["project"] + "/datasets", [cfg["preset"]]),
+        return {"dataset": publish_folder(out, "dataset", cfg["project"] + "/datasets", [cfg["preset"]],
+                             hand_over=cfg["hand_over"]),
                 "content_hash": manifest["content_hash"], "counts": result.counts, "rejected": result.rejected,
                 "contact_sheet": result.contact_sheet, "config": _dc.asdict(acfg)}
     icfg = IngestConfig(source=cfg["source"], input_dir=cfg["input_dir"], output_dir=out,
@@ -59,7 +60,8 @@ def ingest_dataset(cfg: dict) -> dict:
                         project=cfg["roboflow_project"], version=cfg["roboflow_version"])
     result = ingest(icfg)
     log_metrics("ingest", {f"{split}/images": c["images"] for split, c in result.counts.items()})
-    return {"dataset": publish_folder(out, "dataset", cfg["project"] + "/datasets", [cfg["preset"]]),
+    return {"dataset": publish_folder(out, "dataset", cfg["project"] + "/datasets", [cfg["preset"]],
+                             hand_over=cfg["hand_over"]),
             "content_hash": result.content_hash, "counts": result.counts, "config": _dc.asdict(icfg)}
 
 
@@ -77,7 +79,8 @@ def augment_dataset(cfg: dict, ingested: dict) -> dict:
                                    num_augmentations=cfg["num_augmentations"], aug_type=cfg["aug_type"],
                                    save_original=True, seed=cfg["seed"]))
     log_metrics("augment", {"images_out": result.images_out, "hands_dropped": result.hands_dropped})
-    ref = publish_folder(out, "augmented_train", cfg["project"] + "/datasets", [cfg["preset"]])
+    ref = publish_folder(out, "augmented_train", cfg["project"] + "/datasets", [cfg["preset"]],
+                             hand_over=cfg["hand_over"])
     return {"folder": ref, "train_images": os.path.join(ref["path"], "images"),
             "train_labels": os.path.join(ref["path"], "labels")}
 
@@ -598,9 +601,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from clearml import PipelineDecorator
 
+    if args.local:  # the steps run as subprocesses here, on this machine's files
+        cfg = dataclasses.replace(cfg, hand_over="paths")
     pipeline = build_pipeline(cfg)
     if args.local:
-        os.environ["HANDOPS_PIPELINE_LOCAL"] = "1"
         PipelineDecorator.run_locally()
     pipeline(config=cfg.as_step_dict())
     print("pipeline started on the ClearML server:", host)

@@ -132,13 +132,14 @@ def coerce_config(config: dict) -> dict:
     return coerce_fields(PipelineConfig, config)
 
 
-def _hand_over_mode(step: Step, project: str) -> str:
-    """Start a ClearML task for the step when the pod has a server, else hand files over by path."""
+def _hand_over_mode(step: Step, config: dict) -> str:
+    """Start a ClearML task for the step when the pod has a server, else hand files over by path
+    (the step's `hand_over` setting becomes `paths`: the steps share a mounted volume)."""
     from pipelines.store import check_server, configured_server
 
     host = configured_server()
     if host is None:
-        os.environ["HANDOPS_PIPELINE_LOCAL"] = "1"  # steps share files (a mounted volume)
+        config["hand_over"] = "paths"
         return "paths on the shared volume"
     problem = check_server(host)
     if problem:
@@ -148,8 +149,8 @@ def _hand_over_mode(step: Step, project: str) -> str:
     from shared.logger import pin_clearml_requirements
 
     pin_clearml_requirements()  # the image's pins, not the SDK's import scan (a race, see there)
-    Task.init(project_name=project, task_name=step.name, task_type=step.task_type, reuse_last_task_id=False,
-              auto_connect_frameworks=False)
+    Task.init(project_name=config.get("project", "handops"), task_name=step.name, task_type=step.task_type,
+              reuse_last_task_id=False, auto_connect_frameworks=False)
     return f"ClearML datasets and models on {host}"
 
 
@@ -166,7 +167,8 @@ def run_step(name: str, inputs: list[str], output: str, passed: str | None = Non
         except json.JSONDecodeError as exc:
             raise UserError(f"{name}: input {input_name!r} is not JSON ({exc})") from None
         args.append(coerce_config(value) if input_name == "config" else value)
-    print(f"[{name}] handing over files as {_hand_over_mode(step, args[0].get('project', 'handops'))}", flush=True)
+    config = args[step.inputs.index("config")]
+    print(f"[{name}] handing over files as {_hand_over_mode(step, config)}", flush=True)
     result = step.fn(*args)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     Path(output).write_text(json.dumps(result, default=str))

@@ -10,7 +10,6 @@ step fetches a local copy. Both ways go through `publish_folder` / `fetch_folder
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +33,21 @@ def current_task() -> Any:
     return Task.current_task()
 
 
-def runs_in_one_process() -> bool:
-    """True when every step shares this machine's files (offline or debug/local runs)."""
-    return is_offline() or os.environ.get("HANDOPS_PIPELINE_LOCAL") == "1"
+def by_path(hand_over: str) -> bool:
+    """Whether steps hand files over by path (the pipeline setting `hand_over`: paths, clearml,
+    or auto = by path when offline, since then there is no server to hold datasets)."""
+    if hand_over not in ("auto", "paths", "clearml"):
+        raise ValueError(f"hand_over {hand_over!r}: expected auto, paths or clearml")
+    return hand_over == "paths" or (hand_over == "auto" and is_offline())
 
 
 # --------------------------------------------------------------------------- folders (datasets)
-def publish_folder(path: str | Path, name: str, project: str, tags: list[str] | None = None) -> dict:
+def publish_folder(path: str | Path, name: str, project: str, tags: list[str] | None = None,
+                   hand_over: str = "auto") -> dict:
+    """A reference to a folder for the next steps: its path, and with `hand_over` clearml (or auto
+    with a server) a ClearML Dataset of it that a step on another machine fetches."""
     ref = {"path": str(Path(path).resolve()), "dataset_id": None}
-    if runs_in_one_process():
+    if by_path(hand_over):
         return ref
     from clearml import Dataset
 

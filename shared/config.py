@@ -55,6 +55,21 @@ def option(default: Any, help: str, *, choices: Any = None, min: float | None = 
     return dataclasses.field(default=default, metadata=meta, **kwargs)
 
 
+def option_like(cls: type, name: str, default: Any = dataclasses.MISSING, help: str | None = None) -> Any:  # noqa: A002
+    """The field `name` of config `cls` again, for a stage that passes the setting on: the same
+    help, range, choices and default (or `default` / `help` where this stage differs), so each
+    setting keeps one home."""
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    meta = dict(f.metadata)
+    if help is not None:
+        meta["help"] = help
+    if default is dataclasses.MISSING:
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
 def _base_type(tp: Any) -> tuple[Any, bool]:
     """(element type, is_sequence) for a field annotation, unwrapping Optional."""
     origin = typing.get_origin(tp)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 CACHE_ENV = "HANDOPS_CACHE"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CONFIGS_DIR = PROJECT_ROOT / "configs"  # YAML defaults and presets (installed beside the packages)
 
 
 def is_checkout() -> bool:

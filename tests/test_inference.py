@@ -234,7 +234,7 @@ def test_a_new_detector_is_one_file_and_one_registry_line(models):
     served python steps (pre/post-processing, the BLS detector) with nothing else changed."""
     from shared.geometry import roi_from_box
     from shared.inference import detectors
-    from shared.serving import hand_models as hm
+    from shared.serving import models as hm
     from tests.test_triton_pipeline import hagrid_patch
 
     class CentreDetector:
@@ -596,3 +596,30 @@ def test_real_images_found_about_as_well_as_mediapipe(models):
                 n += 1
                 agree += int(handedness[rel][i] == (1 if row["hands"][j]["label"] == "Left" else 0))
     assert n > 150 and agree / n >= 0.85, (agree, n)
+
+
+def test_settings_have_one_home():
+    """Every tracker setting is a pipeline setting (PipelineConfig embeds TrackerConfig) and
+    reaches the tracker; infer's flags that are pipeline settings carry PipelineConfig's help,
+    default and choices, and a run passes each of them on."""
+    import dataclasses
+
+    from components.infer import PASSED_ON, pipeline_config
+    from shared.tracking import TrackerConfig
+
+    tracker_fields = {f.name for f in dataclasses.fields(TrackerConfig)}
+    assert tracker_fields <= {f.name for f in dataclasses.fields(PipelineConfig)}
+    changed = {"one_euro_beta": 5.0, "gesture_window": 3, "track_max_age": 7, "low_score_threshold": 0.2}
+    tracker = PipelineConfig(**changed).tracker_config()
+    assert {k: getattr(tracker, k) for k in changed} == changed
+    with pytest.raises(UserError, match="track_min_hits"):  # the tracker's own checks run for the pipeline too
+        PipelineConfig(track_min_hits=0)
+
+    pipe_fields = {f.name: f for f in dataclasses.fields(PipelineConfig)}
+    for f in dataclasses.fields(InferConfig):
+        if f.name in PASSED_ON:
+            assert dict(f.metadata) == dict(pipe_fields[f.name].metadata), f.name
+            assert f.default == pipe_fields[f.name].default, f.name
+    cfg = InferConfig(input_dir="x.jpg", threads=2, max_hands=3, track_max_age=9, gesture_threshold=0.7)
+    pipe = pipeline_config(cfg)
+    assert (pipe.threads, pipe.max_hands, pipe.track_max_age, pipe.gesture_threshold) == (2, 3, 9, 0.7)

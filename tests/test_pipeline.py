@@ -265,3 +265,18 @@ def test_real_preset_pretrains_gmae_on_every_hand_and_finetunes_it(tmp_path: Pat
 def test_real_preset_needs_its_input(tmp_path: Path) -> None:
     proc = _run(tmp_path, "--preset", "real", "--set", f"output_dir={tmp_path / 'o'}", timeout=120)
     assert proc.returncode == 2 and "input_dir" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_hand_over_is_an_explicit_setting(tmp_path: Path) -> None:
+    """How steps pass files is the pipeline setting `hand_over` (no environment variable):
+    by path, folders stay where they are and no ClearML dataset is made."""
+    from pipelines.config import load_pipeline_config
+    from pipelines.store import by_path, publish_folder
+    from shared.errors import UserError
+
+    assert by_path("paths") and not by_path("clearml")
+    ref = publish_folder(tmp_path, "dataset", "handops/datasets", hand_over="paths")
+    assert ref == {"path": str(tmp_path.resolve()), "dataset_id": None}
+    assert load_pipeline_config("tiny", ["hand_over=paths"]).hand_over == "paths"
+    with pytest.raises(UserError, match="hand_over"):
+        load_pipeline_config("tiny", ["hand_over=disk"])

@@ -1,4 +1,4 @@
-"""TensorRT export (shared/models/tensorrt.py).
+"""TensorRT export (shared/models/tensorrt/).
 
 Everything that needs no GPU runs everywhere: the calibration inputs (real images through
 the models' own preprocessing), the accuracy comparison, profile checks, the one-line
@@ -19,6 +19,7 @@ import pytest
 from shared.errors import UserError
 from shared.inference.real_crops import real_crops
 from shared.models import tensorrt as trt_export
+from shared.models.tensorrt import engines as trt_engines
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATA = PROJECT_ROOT.parent / "shared" / "data"
@@ -118,11 +119,11 @@ def test_calibration_inputs_from_box_labels_and_bad_folders(tmp_path):
 
 def test_calibration_batches_fill_the_last_batch():
     x = np.arange(5, dtype=np.float32).reshape(5, 1, 1, 1) * np.ones((5, 3, 2, 2), np.float32)
-    batches = trt_export._calibration_batches(x, 2)
+    batches = trt_engines._calibration_batches(x, 2)
     assert batches.shape == (3, 2, 3, 2, 2)
     assert batches[:, :, 0, 0, 0].tolist() == [[0, 1], [2, 3], [4, 0]]
     with pytest.raises(UserError, match="calib_batch_size"):
-        trt_export._calibration_batches(x, 0)
+        trt_engines._calibration_batches(x, 0)
 
 
 @pytest.mark.parametrize("profile, ok", [
@@ -134,10 +135,10 @@ def test_calibration_batches_fill_the_last_batch():
 ])
 def test_optimization_profile_checks(profile, ok):
     if ok:
-        trt_export._check_profile(*profile)
+        trt_engines.check_profile(*profile)
     else:
         with pytest.raises(UserError, match="min_batch <= --opt_batch <= --max_batch"):
-            trt_export._check_profile(*profile)
+            trt_engines.check_profile(*profile)
 
 
 def test_accuracy_comparison_counts_what_changed():

@@ -21,7 +21,6 @@ import pytest
 import torch
 import yaml
 
-from components.tasks import split_dirs
 from components.tasks.classifier import ClassifierConfig, train_classifier
 from components.tasks.landmarks import (
     KeypointsConfig,
@@ -32,6 +31,7 @@ from components.tasks.landmarks import (
 )
 from shared.data.crops import CropAugment, HandCropDataset, ImageFolderCrops, hand_roi
 from shared.data.labels import HandLabel, write_labels
+from shared.data.splits import split_dirs
 from shared.geometry import roi_from_keypoints
 from shared.hand import GESTURES, NUM_KEYPOINTS
 from shared.training.callbacks import load_checkpoint
@@ -397,7 +397,7 @@ def test_detector_trains_one_tiny_epoch_offline(dataset, tmp_path):
 
 
 def test_seed_multitask_command_parses_to_the_seed_values(tmp_path):
-    from components.tasks import parse_task_args
+    from shared.training.run import parse_task_args
 
     argv = ("--train_images D/train/images --train_labels D/train/labels --val_images D/val/images "
             "--val_labels D/val/labels --model_type blazehand --pretrained_weights blazehand_landmark.pth "

@@ -23,24 +23,23 @@ from typing import Any
 
 import numpy as np
 
-from components.tasks import (
+from shared.config import config_to_dict, option
+from shared.data.splits import SplitDirs, resolve_crop_splits
+from shared.errors import UserError
+from shared.hand import GESTURES
+from shared.training.run import (
     RunConfig,
-    SplitDirs,
     TrainResult,
     lightning_trainer,
     maybe_init_clearml,
     monitor_mode,
     parse_task_args,
     preflight,
-    resolve_crop_splits,
     resume_path,
     save_resolved,
     skipped_files,
     write_summary,
 )
-from shared.config import config_to_dict, option
-from shared.errors import UserError
-from shared.hand import GESTURES
 
 
 @dataclass
@@ -61,11 +60,8 @@ class ClassifierConfig(RunConfig):
     img_size: int = option(224, "crop side in pixels", min=16)
     expand_ratio: float = option(0.3, "box crops: the longer box side grown by this ratio (0.3 = +30%), square",
                                  min=0.0)
-    epochs: int = option(100, "training epochs", min=1)
-    batch_size: int = option(32, "crops per batch (per device)", min=1)
     lr: float = option(1e-4, "peak learning rate (AdamW, warm-up + cosine)", min=0.0)
     head_lr: float = option(0.0, "learning rate of the new classifier head when --pretrained (0 = 10 x lr)", min=0.0)
-    weight_decay: float = option(0.01, "AdamW weight decay", min=0.0)
     label_smoothing: float = option(0.1, "label smoothing of the cross-entropy", min=0.0, max=1.0)
     use_weighted_sampler: bool = option(False, "draw every gesture class equally often")
     class_weights: list[float] = option([], "per-class loss weights, one per class", min=0.0)

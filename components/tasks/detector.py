@@ -26,21 +26,19 @@ from typing import Any
 
 import yaml
 
-from components.tasks import (
+from shared.config import option, read_yaml
+from shared.data.labels import label_path_for, list_images
+from shared.data.splits import check_dataset_names, dataset_yaml, split_dirs
+from shared.errors import UserError
+from shared.hand import FLIP_IDX, NUM_KEYPOINTS
+from shared.training.run import (
     TrainResult,
-    check_dataset_names,
-    dataset_yaml,
     maybe_init_clearml,
     parse_task_args,
     preflight,
     save_resolved,
-    split_dirs,
     write_summary,
 )
-from shared.config import option, read_yaml
-from shared.data.labels import label_path_for, list_images
-from shared.errors import UserError
-from shared.hand import FLIP_IDX, NUM_KEYPOINTS
 
 INTEGRATIONS = ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb")
 

@@ -34,7 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.tasks import (
+from shared.config import config_to_dict, option, option_like, read_yaml
+from shared.errors import UserError, run_cli
+from shared.hand import GESTURES
+from shared.paths import CONFIGS_DIR
+from shared.training.run import (
     DEFAULT_CONFIG,
     RunConfig,
     TrainResult,
@@ -48,12 +52,8 @@ from components.tasks import (
     skipped_files,
     write_summary,
 )
-from shared.config import config_to_dict, option
-from shared.errors import UserError, run_cli
-from shared.hand import GESTURES
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-FINETUNE_CONFIG = PROJECT_ROOT / "configs" / "finetune.yaml"
+FINETUNE_CONFIG = CONFIGS_DIR / "finetune.yaml"
 MODELS = ("gmae_classifier_tiny", "gmae_classifier_small", "gmae_classifier_base")
 TASK = "gmae_finetune"
 
@@ -74,10 +74,10 @@ class GMAEFinetuneConfig(RunConfig):
                                      "names, else the sorted folder names)")
     img_size: int = option(0, "input side, pixels (0 = the pretrained encoder's, else the model's default)", min=0)
     patch_size: int = option(0, "patch side (0 = the model size's default; must match pretraining)", min=0)
-    epochs: int = option(250, "training epochs (seed: 250)", min=1)
-    batch_size: int = option(64, "images per batch (seed: 64)", min=1)
+    epochs: int = option_like(RunConfig, "epochs", 250, "training epochs (seed: 250)")
+    batch_size: int = option_like(RunConfig, "batch_size", 64, "images per batch (seed: 64)")
     learning_rate: float = option(1e-4, "peak learning rate of the head; AdamW, warm-up + cosine (seed: 1e-4)", min=0.0)
-    weight_decay: float = option(0.05, "AdamW weight decay (not on norms and biases)", min=0.0)
+    weight_decay: float = option_like(RunConfig, "weight_decay", 0.05, "AdamW weight decay (not on norms and biases)")
     layer_decay: float = option(0.75, "layer-wise lr decay: block i of D trains at lr * decay^(D+1-i) (1 = off)",
                                 min=0.0, max=1.0)
     warmup_epochs: float = option(5.0, "linear warm-up, epochs (at most a fifth of the run)", min=0.0)
@@ -320,8 +320,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_section(path: Path) -> None:
     """A YAML without our section would be read as empty: say so instead of silently using defaults."""
-    from shared.config import read_yaml
-
     data = read_yaml(path)
     if TASK not in data and "presets" not in data and data:
         raise UserError(f"{path}: no `{TASK}:` section; put the fine-tuning keys under `{TASK}:` "
@@ -329,8 +327,6 @@ def _check_section(path: Path) -> None:
 
 
 def _has_section() -> bool:
-    from shared.config import read_yaml
-
     return TASK in read_yaml(DEFAULT_CONFIG)
 
 

@@ -22,7 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.tasks import (
+from shared.config import config_to_dict, option, option_like
+from shared.data.splits import resolve_crop_splits
+from shared.errors import UserError
+from shared.hand import GESTURES
+from shared.training.run import (
     RunConfig,
     TrainResult,
     lightning_trainer,
@@ -30,15 +34,11 @@ from components.tasks import (
     monitor_mode,
     parse_task_args,
     preflight,
-    resolve_crop_splits,
     resume_path,
     save_resolved,
     skipped_files,
     write_summary,
 )
-from shared.config import config_to_dict, option
-from shared.errors import UserError
-from shared.hand import GESTURES
 
 CROP_MODELS = ("blazehand", "blazehand_full", "blazehand_lite")
 NO_WEIGHTS = ("", "none", "random", "scratch")
@@ -59,11 +59,10 @@ class KeypointsConfig(RunConfig):
     num_classes: int = option(len(GESTURES), "gesture classes of the model's head", min=1)
     expand_ratio: float = option(0.5, "crop side = upright keypoint extent x (1 + expand_ratio), MediaPipe-like",
                                  min=0.0)
-    epochs: int = option(200, "training epochs", min=1)
-    batch_size: int = option(32, "hand crops per batch (per device)", min=1)
+    epochs: int = option_like(RunConfig, "epochs", 200)
     lr: float = option(1e-5, "learning rate of the pretrained weights", min=0.0)
     head_lr: float = option(1e-3, "learning rate of weights that start from scratch (new heads, random init)", min=0.0)
-    weight_decay: float = option(1e-4, "AdamW weight decay (not on biases/norms)", min=0.0)
+    weight_decay: float = option_like(RunConfig, "weight_decay", 1e-4, "AdamW weight decay (not on biases/norms)")
     probe_epochs: float = option(0.0, "epochs at the start in which only new weights (the gesture head) train, "
                                       "before the pretrained ones join (linear probe, then fine-tune)", min=0.0)
     kps_loss: str = option("l1", "keypoint loss: l1 | mse | wing", metadata={"choices": ("l1", "mse", "wing")})

@@ -37,7 +37,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from shared.data.hagrid import read_hagrid
+from shared.data.images import BadImage, check_image
 from shared.data.labels import list_images
+from shared.data.sources import GestureMap, default_gesture_map_path, read_folder
 from shared.errors import UserError
 from shared.geometry import roi_from_box, warp_crop
 from shared.hand import GESTURES
@@ -93,8 +96,6 @@ def hagrid_items(root: str | Path, mode: str = "crops", gesture_map: object | No
     teach a class but are good pretraining images (`split_corpus` sends unlabelled
     images to pretraining only). The group is the HaGRID `user_id` (the uuid when missing).
     """
-    from shared.data.hagrid import read_hagrid
-
     if mode not in ("crops", "frames"):
         raise UserError(f"HaGRID mode must be 'crops' or 'frames', got {mode!r}")
     root = Path(root)
@@ -130,8 +131,6 @@ def yolo_items(root: str | Path, gesture_map: object | None = None) -> SourceSca
     mapped by the gesture map's "folder" section unless another map is given).
     Crops of one frame share a group.
     """
-    from shared.data.sources import GestureMap, default_gesture_map_path, read_folder
-
     gmap = gesture_map if gesture_map is not None else GestureMap.load(default_gesture_map_path(), "folder")
     report = read_folder(root, gmap)
     scan = SourceScan(issues=[f"{r.item}: {r.reason}" for r in report.rejected])
@@ -522,8 +521,6 @@ class ImageFolderDataset(Dataset):
             else:
                 self.samples.append((path, -1))
         # Files that do not decode completely are skipped up front (named, counted), never mid-epoch.
-        from shared.data.images import BadImage, check_image
-
         self.skipped = [BadImage(str(p), r) for p, r in ((p, check_image(p)) for p, _ in self.samples)
                         if r is not None]
         if self.skipped:

@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from shared.data.hagrid import read_hagrid
 from shared.data.images import check_image  # noqa: F401 - the one strict check, re-exported here
 from shared.data.labels import (
     IMAGE_SUFFIXES,
@@ -27,6 +28,7 @@ from shared.data.labels import (
 )
 from shared.errors import UserError
 from shared.hand import GESTURE_TO_ID, GESTURES, NUM_KEYPOINTS
+from shared.paths import CONFIGS_DIR
 
 SPLIT_ALIASES = {"train": "train", "valid": "val", "val": "val", "validation": "val", "test": "test"}
 
@@ -105,7 +107,7 @@ class GestureMap:
 
 
 def default_gesture_map_path() -> Path:
-    return Path(__file__).resolve().parents[2] / "configs" / "gesture_map.yaml"
+    return CONFIGS_DIR / "gesture_map.yaml"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -355,8 +357,6 @@ def download_roboflow(api_key: str | None, workspace: str, project: str, version
 
 # --------------------------------------------------------------------------- HaGRID
 def read_hagrid_source(root: str | Path, gmap: GestureMap) -> SourceReport:
-    from shared.data.hagrid import read_hagrid
-
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"HaGRID folder not found: {root} (pass --input_dir with annotations/ and images/)")

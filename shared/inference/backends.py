@@ -34,6 +34,8 @@ from shared.errors import UserError
 from shared.geometry import Roi
 from shared.hand import NUM_KEYPOINTS
 from shared.inference.triton_client import TritonRunner
+from shared.models.registry import create_model, resolve_name
+from shared.models.specs import spec_for
 from shared.tensors import run_batched
 
 __all__ = [
@@ -82,9 +84,6 @@ class ModelRef:
         return Path(self.weights).suffix.lower() if self.weights != "mediapipe" else ""
 
     def spec(self) -> Any:
-        from shared.models.registry import resolve_name
-        from shared.models.specs import spec_for
-
         return spec_for(resolve_name(self.model_type), self._module, self.img_size)
 
     def torch_model(self) -> Any:
@@ -95,8 +94,6 @@ class ModelRef:
                                 "pass a .pth or 'mediapipe', or choose --backend onnxruntime/tensorrt")
             if self.weights != "mediapipe" and not Path(self.weights).is_file():
                 raise UserError(f"{self.weights}: weights file not found; pass an existing .pth or 'mediapipe'")
-            from shared.models.registry import create_model
-
             self._module = create_model(self.model_type, pretrained_weights=self.weights).eval()
         return self._module
 
@@ -124,8 +121,6 @@ class ModelRef:
         else:
             st = Path(self.weights).stat()
             ident = f"{Path(self.weights).resolve()}|{st.st_size}|{st.st_mtime_ns}"
-        from shared.models.registry import resolve_name
-
         name = resolve_name(self.model_type)
         text = f"{name}|{ident}|{self.img_size}|static-pads|clamp-prelu"
         return f"{name}_{self.img_size}_{hashlib.sha1(text.encode()).hexdigest()[:12]}"
@@ -223,7 +218,7 @@ class OnnxRunner:
 
 def tensorrt_available() -> bool:
     """TensorRT and a CUDA buffer library import (see `shared.models.tensorrt`)."""
-    from shared.models.tensorrt import tensorrt_available as available
+    from shared.models.tensorrt import tensorrt_available as available  # optional GPU runtime: only when asked
 
     return available()
 
@@ -232,7 +227,7 @@ def TensorRTRunner(ref: ModelRef) -> Runner:  # noqa: N802 - a factory named lik
     """`shared.models.tensorrt.EngineRunner` over `ref`: a given `.engine` / `.plan`, or one
     built once from the ONNX export (FP32, or FP16 with `ref.fp16`; batch 1..`ref.max_batch`)
     and cached. Where TensorRT does not import this raises one clear UserError."""
-    from shared.models.tensorrt import EngineRunner, build_engine, require_tensorrt
+    from shared.models.tensorrt import EngineRunner, build_engine, require_tensorrt  # optional GPU runtime
 
     require_tensorrt()
     if ref.suffix in (".engine", ".plan"):

@@ -69,7 +69,10 @@ MODEL_TYPES = ("blazehand", "blazehand_full", "blazehand_lite")
 
 
 @dataclass
-class PipelineConfig:
+class PipelineConfig(TrackerConfig):
+    """HandPipeline's settings: its tracker's (every TrackerConfig field: ids, Kalman, One-Euro
+    smoothing, gesture/handedness windows, used in tracking mode) and then its own."""
+
     detector: str = option("blazepalm", "hand detector (shared.inference.detectors): blazepalm (MediaPipe's palm "
                                         "detector) or yolo (Ultralytics)",
                            metadata={"choices": list(DETECTORS)})
@@ -118,24 +121,20 @@ class PipelineConfig:
                                            "'default' (the shipped model, shared/weights/gesture_landmarks), a "
                                            "folder written by components.gesture_model, or 'none'")
     gesture_threshold: float = option(0.5, "a hand whose best gesture probability is below this gets gesture "
-                                           "'unknown' (with its score), never a guess")
+                                           "'unknown' (with its score), never a guess", min=0.0, max=1.0)
     two_hands_gap: float = option(0.1, "landmark gesture model: two hands whose boxes are closer than this x the "
                                        "smaller box side form one 2_hands gesture (negative = off)")
     duplicate_iou: float = option(-1.0, "after the landmarks, two hands whose landmark boxes overlap more than this "
                                         "are one hand, the more present stays (negative = off, as MediaPipe; 0.5 was "
                                         "our earlier default: no duplicate hands when two ROIs converge on one hand "
                                         "in tracking mode, but one of two overlapping hands can be lost)")
-    track_max_age: int = option(3, "frames a track survives without a match")
-    track_iou_threshold: float = option(0.3, "minimum IoU to match a hand to a track")
-    track_min_hits: int = option(2, "matched frames before a new track gets an id")
-    smooth_keypoints: bool = option(True, "One-Euro smoothing of tracked keypoints")
-    fps: float = option(30.0, "frame rate for smoothing when frames carry no timestamp")
     work_dir: str = option("", "where exported ONNX / TensorRT files are cached ('' = <cache>/exports; "
                                        "cache: $HANDOPS_CACHE, the checkout's .cache or ~/.cache/handops)")
     triton_url: str = option("127.0.0.1:8001", "--backend triton: gRPC address of a Triton serving the deployed "
                                                "detector and hand_landmarks (components.deploy / components.serve)")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.max_hands < 1:
             raise UserError(f"--max_hands must be >= 1, got {self.max_hands}")
         if self.img_size < 32:
@@ -154,9 +153,8 @@ class PipelineConfig:
                 raise UserError(f"--{name} {value!r} is not one of {', '.join(choices)}")
 
     def tracker_config(self) -> TrackerConfig:
-        return TrackerConfig(track_max_age=self.track_max_age, track_iou_threshold=self.track_iou_threshold,
-                             track_min_hits=self.track_min_hits, smooth_keypoints=self.smooth_keypoints,
-                             fps=self.fps)
+        """The tracker's part of these settings."""
+        return TrackerConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrackerConfig)})
 
 
 @dataclass

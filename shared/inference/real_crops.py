@@ -29,8 +29,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from shared.data.labels import label_path_for, list_images, read_labels
 from shared.data.realsets import RealCrops
 from shared.errors import UserError
+from shared.geometry import apply_affine, crop_matrix
+from shared.hand import LABEL_NAMES
+from shared.inference.pipeline import HandPipeline, PipelineConfig, roi_from_landmarks
 
 
 def _label_dirs(root: Path) -> list[tuple[Path, Path]]:
@@ -44,9 +48,6 @@ def _label_dirs(root: Path) -> list[tuple[Path, Path]]:
 
 def crop_from_landmarks(rgb: np.ndarray, keypoints_px: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """The tracking-mode crop [S, S, 3] uint8 of one hand and its landmarks [21, 3] in crop pixels."""
-    from shared.geometry import apply_affine, crop_matrix
-    from shared.inference.pipeline import roi_from_landmarks
-
     m = crop_matrix(roi_from_landmarks(keypoints_px[:, :2]), size)
     crop = cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                           borderValue=(0, 0, 0))
@@ -54,8 +55,6 @@ def crop_from_landmarks(rgb: np.ndarray, keypoints_px: np.ndarray, size: int) ->
 
 
 def _teacher():
-    from shared.inference.pipeline import HandPipeline, PipelineConfig
-
     # The teacher: MediaPipe's own networks, every photo independent, no gesture model needed.
     return HandPipeline(PipelineConfig(static=True, backend="onnxruntime", gesture_model="none", max_hands=4))
 
@@ -82,8 +81,6 @@ class CropScan:
 
 def _source_items(src: Path) -> list[tuple[Path, list | None]]:
     """(image, its keypoint labels or None = ask the teacher) for every photo under `src`."""
-    from shared.data.labels import label_path_for, list_images, read_labels
-
     pairs = _label_dirs(src) if src.is_dir() else []
     if not pairs:
         return [(p, None) for p in (list_images(src) if src.is_dir() else [src])]
@@ -201,7 +198,6 @@ def write_hand_crops(sources: str | Path | Iterable[str | Path], out_dir: str | 
     is a UserError naming the sources, before any training starts.
     """
     from shared.data.corpus import UNLABELLED
-    from shared.hand import LABEL_NAMES
 
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):

@@ -23,6 +23,8 @@ from torch import nn
 from shared.config import option
 from shared.errors import UserError
 from shared.hand import NUM_GESTURES
+from shared.models.quantize import quantize_stage
+from shared.models.registry import create_model, resolve_name
 from shared.models.specs import ModelSpec, spec_for
 
 
@@ -76,8 +78,6 @@ class OnnxExportResult:
 
 def build_model(model_type: str, weights: str | None, num_gestures: int = NUM_GESTURES) -> nn.Module:
     """A registered model with `weights` loaded ("none"/None = random init)."""
-    from shared.models.registry import create_model, resolve_name
-
     model_type = resolve_name(model_type)
     weights = None if weights in (None, "", "none", "random") else weights
     if model_type.startswith("timm:"):
@@ -203,8 +203,6 @@ def export_onnx_stage(cfg: OnnxExportConfig, real_crops: Callable[..., Any] | No
     """Build, load, export, optionally verify; write `<output>.json` next to the model.
     `--precision int8` needs `real_crops` (the calibration crop reader) and checks gestures with
     `gestures` (landmarks -> gesture ids) when given; components.export passes both."""
-    from shared.models.registry import resolve_name
-
     start = time.perf_counter()
     model = build_model(cfg.model_type, cfg.weights, cfg.num_gestures).eval()
     if cfg.img_size and cfg.model_type.startswith("blazepalm") and cfg.img_size != model.img_size:
@@ -238,8 +236,6 @@ def export_onnx_stage(cfg: OnnxExportConfig, real_crops: Callable[..., Any] | No
     if cfg.precision == "fp16":
         diffs["fp16"] = to_fp16(path, final)
     elif cfg.precision == "int8":
-        from shared.models.quantize import quantize_stage
-
         quantization = quantize_stage(cfg, path, final, real_crops, gestures)
     result = OnnxExportResult(
         onnx_path=str(final), model_type=cfg.model_type, weights=cfg.weights, opset=cfg.opset,

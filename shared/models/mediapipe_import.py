@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from shared.errors import UserError
+from shared.paths import cache_root
 
 MEDIAPIPE_VERSION = "0.10.21"
 FORMAT_VERSION = 1
@@ -60,8 +61,6 @@ def project_root() -> Path:
 def default_cache_dir() -> Path:
     """`<cache root>/mediapipe` (`shared.paths.cache_root`: $HANDOPS_CACHE, the checkout's .cache,
     or ~/.cache/handops for an installed package)."""
-    from shared.paths import cache_root
-
     return cache_root() / "mediapipe"
 
 

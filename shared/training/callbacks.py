@@ -26,7 +26,10 @@ import lightning as L
 import numpy as np
 import torch
 
+from shared.errors import UserError
+from shared.hand import KEYPOINT_NAMES
 from shared.logger import ExperimentLogger
+from shared.models.registry import create_model
 
 CHECKPOINT_FORMAT = "handops-checkpoint/1"
 
@@ -81,8 +84,6 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Our checkpoint dict; a bare state dict (the seed's .pth) comes back as {"state_dict": ...}."""
-    from shared.errors import UserError
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found; pass the best.pt/last.pt of a training run")
@@ -105,9 +106,6 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 def load_checkpoint(path: str | Path, model_name: str | None = None,
                     model_kwargs: dict[str, Any] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """(model in eval mode, checkpoint dict). `model_name`/`model_kwargs` are needed only for bare state dicts."""
-    from shared.errors import UserError
-    from shared.models.registry import create_model
-
     ckpt = read_checkpoint(path)
     name = ckpt.get("model_name") or model_name
     if not name:
@@ -153,8 +151,6 @@ def plot_keypoint_error(per_keypoint: np.ndarray, path: Path, pck: np.ndarray | 
                         title: str = "keypoint error") -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from shared.hand import KEYPOINT_NAMES
 
     fig = Figure(figsize=(10, 4))
     FigureCanvasAgg(fig)

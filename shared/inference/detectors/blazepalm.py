@@ -18,6 +18,7 @@ from shared.errors import UserError
 from shared.inference.backends import ModelRef, Runner, create_runner
 from shared.inference.detectors.base import Detections, DetectorSpec, ServedNetwork
 from shared.models.blazepalm_post import LETTERBOX_MODES, Letterbox, letterbox, postprocess
+from shared.models.specs import blazepalm_spec, check_against_spec, onnx_io
 from shared.tensors import run_batched
 
 IMG_SIZE = 192
@@ -91,8 +92,6 @@ class BlazePalmKind:
     def served(self, model: str, work_dir: Path, max_batch: int, max_detections: int,
                settings: dict[str, Any]) -> ServedNetwork:
         """`model`: a BlazePalm ONNX file, or '' to export MediaPipe's palm detector into `work_dir`."""
-        from shared.models.specs import blazepalm_spec, check_against_spec, onnx_io
-
         if model:
             path = Path(model)
             if not path.is_file():

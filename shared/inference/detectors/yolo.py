@@ -22,6 +22,7 @@ from shared.errors import UserError
 from shared.geometry import Roi, roi_from_box, roi_from_keypoints
 from shared.hand import NUM_KEYPOINTS
 from shared.inference.detectors.base import Detections, DetectorSpec, ServedNetwork
+from shared.models.specs import onnx_io
 from shared.tensors import TensorSpec, run_batched
 
 
@@ -170,8 +171,6 @@ class YoloKind:
     def served(self, model: str, work_dir: Path, max_batch: int, max_detections: int,
                settings: dict[str, Any]) -> ServedNetwork:
         """`model`: a trained Ultralytics `.pt` (exported to ONNX in `work_dir`, the input untouched) or `.onnx`."""
-        from shared.models.specs import onnx_io
-
         if not model:
             raise UserError("--detector yolo needs --yolo_model (a trained Ultralytics .pt or .onnx)")
         src = Path(model)
