@@ -8,7 +8,7 @@ BlazeHand as ONNX, run by onnxruntime inside Triton's python backend) into a tem
 repository, starts the tritonserver bundled in `.venv-triton` on loopback, and sends the
 same frames (640x480, one real hand drifting, benchmarks/latency.py's frames) through
 
-- in-process: `hand_models.local_pipeline` (HandPipeline + onnxruntime on the very ONNX
+- in-process: `models.local_pipeline` (HandPipeline + onnxruntime on the very ONNX
   files that were deployed, same settings), one `HandPipeline` per stream, streams in
   threads sharing the sessions;
 - gRPC: `TritonHandClient`, one stream = one sequence id of `hand_pipeline`, one client
@@ -135,7 +135,7 @@ def main() -> None:
 
     from benchmarks.latency import make_frames
     from components.deploy import DeployConfig, deploy
-    from shared.serving.hand_models import local_pipeline
+    from shared.serving.models import local_pipeline
     from shared.serving.server import TritonServer
 
     variants: dict[str, list[str]] = {}

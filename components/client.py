@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from shared.config import add_config_args, check_writable, load_config, option, save_config
 from shared.errors import UserError, run_cli
-from shared.serving.hand_models import MODEL_PIPELINE
+from shared.serving.models import MODEL_PIPELINE
 from shared.serving.triton_backend import DEFAULT_URL
 
 

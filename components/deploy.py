@@ -8,7 +8,7 @@
 
 Exports what it is not given (the crop model from --model_type/--model_weights, MediaPipe's
 palm detector, a YOLO .pt through Ultralytics' exporter; TensorRT engines where TensorRT
-imports), then adds one version of every model (see shared/serving/hand_models.py):
+imports), then adds one version of every model (see shared/serving/models/):
 
     detector, hand_landmarks   the networks: model.plan (tensorrt_plan), model.onnx
                                (onnxruntime_onnx) or model.onnx run by onnxruntime inside a
@@ -23,7 +23,7 @@ imports), then adds one version of every model (see shared/serving/hand_models.p
                                handedness names in its config parameters
 
 Every config.pbtxt is generated from the tensor specs (shared/models/specs.py and
-hand_models), each model gets a new version directory, and `version_policy` keeps the last
+shared.serving.models), each model gets a new version directory, and `version_policy` keeps the last
 --keep_versions. `deploy.json` next to the models records what was deployed. With
 --smoke_test and `.venv-triton` present, a local Triton is started on free loopback ports,
 one frame goes through `hand_pipeline`, and the server stops.
@@ -45,7 +45,8 @@ from shared.errors import UserError, run_cli
 from shared.hand import GESTURE_NONE, GESTURE_UNKNOWN, GESTURES, HANDEDNESS
 from shared.inference.detectors import DETECTORS, DetectorSpec, detector_kind
 from shared.models.specs import check_against_spec, onnx_io
-from shared.serving.hand_models import (
+from shared.serving.model_templates import python_model_source
+from shared.serving.models import (
     DETECTION_OUTPUTS,
     HAND_TENSORS,
     HANDS_GESTURE_PROBS,
@@ -68,8 +69,8 @@ from shared.serving.hand_models import (
     PIPELINE_OUTPUTS,
     TRACKER_INPUTS,
     TRACKER_OPTIONAL,
+    python_model_parameters,
 )
-from shared.serving.model_templates import python_model_source
 from shared.serving.repository import deploy_model, model_versions
 from shared.serving.triton_config import (
     DynamicBatching,
@@ -257,10 +258,6 @@ def _instances(backend: str, count: int = 1) -> list[InstanceGroup]:
     return [InstanceGroup(kind=kind, count=count)]
 
 
-def _params(payload: dict[str, Any]) -> dict[str, str]:
-    return {"config": json.dumps(payload, sort_keys=True)}
-
-
 def network_model(cfg: DeployConfig, name: str, backend: str, inputs: list[TensorSpec], outputs: list[TensorSpec],
                   onnx_path: Path, plan: Path | None, model_type: str) -> tuple[ModelConfig, dict[str, Any], bool]:
     """(config, files, include_shared) of one network in the chosen backend."""
@@ -272,8 +269,8 @@ def network_model(cfg: DeployConfig, name: str, backend: str, inputs: list[Tenso
         return ModelConfig(backend="tensorrt", **common), {"model.plan": plan}, False
     if backend == "onnxruntime":
         return ModelConfig(backend="onnxruntime", **common), {"model.onnx": onnx_path}, False
-    params = _params({"model_type": model_type, "threads": cfg.threads})
-    files = {"model.py": python_model_source("onnx"), "model.onnx": onnx_path}
+    params = python_model_parameters("onnx", {"model_type": model_type, "threads": cfg.threads})
+    files = {"model.py": python_model_source(), "model.onnx": onnx_path}
     return ModelConfig(backend="python", parameters=params, **common), files, True
 
 
@@ -286,12 +283,13 @@ def gesture_labels(outputs: list[TensorSpec]) -> dict[str, tuple[str, ...]]:
 def detection_models(cfg: DeployConfig, det_inputs: list[TensorSpec], det_outputs: list[TensorSpec],
                      det: DetectorSpec) -> list[tuple[ModelConfig, dict[str, Any], bool]]:
     """detector_preprocess -> detector -> detector_postprocess, and the hand_detection ensemble."""
-    params = _params({"detector": dataclasses.asdict(det)})
+    params = {"detector": dataclasses.asdict(det)}
     pre = ModelConfig(name=MODEL_PREPROCESS, backend="python", inputs=[IMAGE], outputs=[*det_inputs, LETTERBOX,
-                      IMAGE_HW], max_batch_size=1, keep_versions=cfg.keep_versions, parameters=params)
+                      IMAGE_HW], max_batch_size=1, keep_versions=cfg.keep_versions,
+                      parameters=python_model_parameters("preprocess", params))
     post = ModelConfig(name=MODEL_POSTPROCESS, backend="python", inputs=[*det_outputs, LETTERBOX, IMAGE_HW],
                        outputs=list(DETECTION_OUTPUTS), max_batch_size=1, keep_versions=cfg.keep_versions,
-                       parameters=params)
+                       parameters=python_model_parameters("postprocess", params))
     ensemble = ModelConfig(
         name=MODEL_DETECTION, backend="ensemble", inputs=[IMAGE], outputs=list(DETECTION_OUTPUTS), max_batch_size=1,
         keep_versions=cfg.keep_versions, ensemble_steps=[
@@ -305,8 +303,7 @@ def detection_models(cfg: DeployConfig, det_inputs: list[TensorSpec], det_output
                                     LETTERBOX.name: LETTERBOX.name, IMAGE_HW.name: IMAGE_HW.name},
                          output_map={t.name: t.name for t in DETECTION_OUTPUTS}),
         ])
-    source = python_model_source
-    return [(pre, {"model.py": source("preprocess")}, True), (post, {"model.py": source("postprocess")}, True),
+    return [(pre, {"model.py": python_model_source()}, True), (post, {"model.py": python_model_source()}, True),
             (ensemble, {}, False)]
 
 
@@ -324,7 +321,7 @@ def pipeline_config_dict(cfg: DeployConfig) -> dict[str, Any]:
 
 
 def pipeline_networks(cfg: DeployConfig) -> str:
-    """bls or local (see `hand_models.HandPipelineModel`): `auto` = local for the python
+    """bls or local (see `shared.serving.models.hand_pipeline`): `auto` = local for the python
     backend, where the networks are onnxruntime on this CPU anyway and each BLS hop is a
     round trip between processes (benchmarks/triton.py measures both), bls for GPU backends."""
     if cfg.pipeline_networks != "auto":
@@ -335,47 +332,47 @@ def pipeline_networks(cfg: DeployConfig) -> str:
 def stateful_models(cfg: DeployConfig, det: DetectorSpec, lm_spec: Any, gesture_trained: bool,
                     onnx_files: dict[str, Path]) -> list[tuple[ModelConfig, dict[str, Any], bool]]:
     """tracker and hand_pipeline: python, sequence batching (one correlation id = one stream)."""
-    from shared.tracking import TrackerConfig
+    from shared.inference.pipeline import PipelineConfig
 
     seq = SequenceBatching(max_sequence_idle_microseconds=int(cfg.idle_timeout_s * 1e6),
                            strategy=cfg.sequence_strategy, max_candidate_sequences=cfg.max_sequences,
                            max_queue_delay_microseconds=cfg.sequence_delay_us)
     pipe_cfg = pipeline_config_dict(cfg)
-    tracker_params = {k: pipe_cfg[k] for k in ("track_max_age", "track_iou_threshold", "track_min_hits",
-                                               "smooth_keypoints", "fps")}
     tracker = ModelConfig(
         name=MODEL_TRACKER, backend="python", inputs=list(TRACKER_INPUTS), outputs=list(HAND_TENSORS),
         optional_inputs=TRACKER_OPTIONAL, max_batch_size=cfg.max_streams, sequence_batching=seq,
         keep_versions=cfg.keep_versions,
-        parameters=_params({"tracker": config_to_dict(TrackerConfig(**tracker_params))}))
+        parameters=python_model_parameters(
+            "tracker", {"tracker": config_to_dict(PipelineConfig(**pipe_cfg).tracker_config())}))
     landmarks = {"model": MODEL_LANDMARKS, "input_name": lm_spec.input_names[0],
                  "output_names": lm_spec.output_names, "img_size": cfg.img_size, "max_batch": cfg.max_batch_size,
                  "gesture_trained": gesture_trained}
     networks = pipeline_networks(cfg)
-    files: dict[str, Any] = {"model.py": python_model_source("hand_pipeline")}
+    files: dict[str, Any] = {"model.py": python_model_source()}
     if networks == "local":
         files.update({LOCAL_FILES[name]: path for name, path in onnx_files.items()})
     pipeline = ModelConfig(
         name=MODEL_PIPELINE, backend="python", inputs=list(PIPELINE_INPUTS), outputs=list(PIPELINE_OUTPUTS),
         optional_inputs=PIPELINE_OPTIONAL, max_batch_size=cfg.max_streams, sequence_batching=seq,
         keep_versions=cfg.keep_versions, instance_groups=[InstanceGroup("KIND_CPU", cfg.pipeline_instances)],
-        parameters=_params({"pipeline": pipe_cfg, "detector": dataclasses.asdict(det), "landmarks": landmarks,
-                            "networks": networks, "threads": cfg.threads}))
+        parameters=python_model_parameters("hand_pipeline", {
+            "pipeline": pipe_cfg, "detector": dataclasses.asdict(det), "landmarks": landmarks, "networks": networks,
+            "threads": cfg.threads}))
     # hands: the same networks and settings in static mode, stateless (no sequence id); label names
     # in its parameters so a generic client can read what GESTURE / HANDEDNESS numbers mean.
-    hands_files: dict[str, Any] = {**files, "model.py": python_model_source("hands")}
     hands = ModelConfig(
         name=MODEL_HANDS, backend="python", inputs=[IMAGE], outputs=list(HANDS_OUTPUTS),
         labels={HANDS_GESTURE_PROBS.name: GESTURES * cfg.max_hands}, max_batch_size=cfg.max_streams,
         dynamic_batching=DynamicBatching(max_queue_delay_microseconds=cfg.queue_delay_us),
         keep_versions=cfg.keep_versions, instance_groups=[InstanceGroup("KIND_CPU", cfg.pipeline_instances)],
-        parameters={**_params({"pipeline": {**pipe_cfg, "static": True}, "detector": dataclasses.asdict(det),
-                               "landmarks": landmarks, "networks": networks, "threads": cfg.threads}),
+        parameters={**python_model_parameters("hands", {
+                        "pipeline": {**pipe_cfg, "static": True}, "detector": dataclasses.asdict(det),
+                        "landmarks": landmarks, "networks": networks, "threads": cfg.threads}),
                     "gesture_names": json.dumps({**{str(i): g for i, g in enumerate(GESTURES)},
                                                  str(GESTURE_UNKNOWN): "unknown", str(GESTURE_NONE): None}),
                     "handedness_names": json.dumps({"0": HANDEDNESS[0], "1": HANDEDNESS[1], "-1": None})})
-    return [(tracker, {"model.py": python_model_source("tracker")}, True), (pipeline, files, True),
-            (hands, hands_files, True)]
+    return [(tracker, {"model.py": python_model_source()}, True), (pipeline, files, True),
+            (hands, files, True)]
 
 
 # --------------------------------------------------------------------------- the stage

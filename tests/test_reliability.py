@@ -479,8 +479,8 @@ def test_bad_requests_are_invalid_argument_in_the_python_model_glue(tmp_path, mo
     # issue: oversized and NaN inputs came back as INTERNAL; they are the client's fault
     import types
 
-    from shared.serving.hand_models import RequestError
     from shared.serving.model_templates import python_model_source
+    from shared.serving.models import RequestError
 
     class TritonError:
         INTERNAL, INVALID_ARG = "INTERNAL", "INVALID_ARG"
@@ -493,7 +493,7 @@ def test_bad_requests_are_invalid_argument_in_the_python_model_glue(tmp_path, mo
                                Tensor=lambda name, array: (name, array), get_input_tensor_by_name=lambda r, n: None)
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
     namespace = {"__file__": str(tmp_path / "model.py"), "__name__": "model"}
-    exec(compile(python_model_source("tracker"), "model.py", "exec"), namespace)  # noqa: S102 - the generated model
+    exec(compile(python_model_source(), "model.py", "exec"), namespace)  # noqa: S102 - the generated model
     model = namespace["TritonPythonModel"]()
     model.impl = types.SimpleNamespace(name="tracker", execute=lambda gets: [RequestError("tracker: NaN"),
                                                                             RuntimeError("a bug")])
@@ -502,12 +502,28 @@ def test_bad_requests_are_invalid_argument_in_the_python_model_glue(tmp_path, mo
     assert bug.error.code == "INTERNAL"
 
 
+def test_python_model_class_comes_from_its_config(tmp_path):
+    """Every python model's model.py is the same file; its config's `served_kind` parameter picks
+    the class, and a config without a known one is one error naming the model and the fix."""
+    from shared.serving.models import KIND_PARAMETER, TrackerModel, load_served_model, python_model_parameters
+
+    params = python_model_parameters("tracker", {"tracker": {"track_max_age": 5}})
+    config = {"name": "tracker", "parameters": {k: {"string_value": v} for k, v in params.items()}}
+    model = load_served_model({"model_config": json.dumps(config)}, str(tmp_path / "1" / "model.py"))
+    assert isinstance(model, TrackerModel)
+    del config["parameters"][KIND_PARAMETER]
+    with pytest.raises(ValueError, match="tracker: parameter served_kind .*redeploy"):
+        load_served_model({"model_config": json.dumps(config)}, str(tmp_path / "1" / "model.py"))
+    with pytest.raises(ValueError, match="unknown served model kind"):
+        python_model_parameters("nope", {})
+
+
 @pytest.mark.parametrize("image, message", [
     (np.zeros((9000, 40, 3), np.uint8), "at most 8192"),  # oversized frame
     (np.zeros((40, 40, 3), np.float32), "RGB uint8"),  # wrong dtype
 ])
 def test_bad_frames_are_request_errors(image, message):
-    from shared.serving.hand_models import RequestError, check_image
+    from shared.serving.models import RequestError, check_image
 
     with pytest.raises(RequestError, match=message):
         check_image(image, "hand_pipeline")
@@ -518,7 +534,7 @@ def test_nan_network_input_is_a_request_error(tmp_path):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
-    from shared.serving.hand_models import OnnxModel, RequestError
+    from shared.serving.models import OnnxModel, RequestError
 
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])],
@@ -540,8 +556,14 @@ def test_nan_request_to_the_served_tracker_is_invalid_argument(triton_install, s
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-    from shared.serving.hand_models import HAND_TENSORS, MODEL_TRACKER, TRACKER_INPUTS, TRACKER_OPTIONAL
     from shared.serving.model_templates import python_model_source
+    from shared.serving.models import (
+        HAND_TENSORS,
+        MODEL_TRACKER,
+        TRACKER_INPUTS,
+        TRACKER_OPTIONAL,
+        python_model_parameters,
+    )
     from shared.serving.repository import deploy_model
     from shared.serving.triton_config import ModelConfig, SequenceBatching
 
@@ -549,8 +571,8 @@ def test_nan_request_to_the_served_tracker_is_invalid_argument(triton_install, s
     deploy_model(repo, ModelConfig(name=MODEL_TRACKER, backend="python", inputs=list(TRACKER_INPUTS),
                                    outputs=list(HAND_TENSORS), optional_inputs=TRACKER_OPTIONAL, max_batch_size=4,
                                    sequence_batching=SequenceBatching(max_sequence_idle_microseconds=30_000_000),
-                                   parameters={"config": json.dumps({"tracker": {}})}),
-                 {"model.py": python_model_source("tracker")}, include_shared=True)
+                                   parameters=python_model_parameters("tracker", {"tracker": {}})),
+                 {"model.py": python_model_source()}, include_shared=True)
     server = start_triton(repo)
     client = grpcclient.InferenceServerClient(server.grpc_url, channel_args=[("grpc.enable_http_proxy", 0)])
 

@@ -1,10 +1,10 @@
 """The hand pipeline deployed into a Triton repository and served by a REAL tritonserver
 (the CPU build bundled in nvidia-pytriton, python backend): components.deploy,
-shared/serving/hand_models.py (the python models' logic), the gRPC client and the CLI.
+shared/serving/models/ (the python models' logic), the gRPC client and the CLI.
 
 Frames: real hands (HaGRID photos from ../shared/data, cut around the labelled hand and moved
 across a plain canvas, so BlazePalm finds them and the tracker can follow them) and one
-rendered synthetic sequence. The in-process reference is `hand_models.local_pipeline`:
+rendered synthetic sequence. The in-process reference is `models.local_pipeline`:
 HandPipeline + onnxruntime on the very ONNX files that were deployed.
 """
 
@@ -26,7 +26,7 @@ import pytest
 from shared.errors import UserError
 from shared.inference import detectors
 from shared.results import HandResults
-from shared.serving import hand_models as hm
+from shared.serving import models as hm
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 HAGRID = PROJECT_ROOT.parent / "shared" / "data" / "hagrid_sample"
@@ -141,7 +141,7 @@ def test_deploy_writes_every_model_from_the_specs(deployed):
     assert [t.name for t in landmarks.output] == ["landmarks", "world_landmarks", "presence", "handedness",
                                                   "gesture_probs"]
     assert (repo / hm.MODEL_LANDMARKS / "1" / "model.onnx").is_file()
-    assert (repo / hm.MODEL_LANDMARKS / "1" / "shared" / "serving" / "hand_models.py").is_file()
+    assert (repo / hm.MODEL_LANDMARKS / "1" / "shared" / "serving" / "models" / "__init__.py").is_file()
     for name in (hm.MODEL_PIPELINE, hm.MODEL_TRACKER):  # the stateful ones
         sb = configs[name].sequence_batching
         assert {c.name for c in sb.control_input} == {"START", "END", "READY", "CORRID"}, name
@@ -470,7 +470,7 @@ def client(server):
 REFERENCE = """
 import sys
 import numpy as np
-from shared.serving.hand_models import local_pipeline
+from shared.serving.models import local_pipeline
 
 repo, frames, out = sys.argv[1:4]
 data, results = np.load(frames), {}

@@ -37,7 +37,7 @@ import numpy as np
 from shared.errors import UserError
 from shared.inference.triton_client import DEFAULT_URL, TritonRunner, _grpc, check_model, connect, make_input
 from shared.results import HandResults
-from shared.serving.hand_models import (
+from shared.serving.models import (
     HAND_TENSORS,
     IMAGE,
     MODEL_PIPELINE,
