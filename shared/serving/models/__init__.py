@@ -1,8 +1,9 @@
 """The hand pipeline's Triton python models: their tensors and their array logic.
 
 Every python model in the repository that `components.deploy` writes is the same small
-`model.py` (shared/serving/triton_model.py) around one class of this package, named by its
-kind (`SERVED_CLASSES`); the class does the work with numpy and the in-process code of
+`model.py` (shared/serving/triton_model.py) around one class of this package, named by the
+`served_kind` parameter of its config.pbtxt (`SERVED_CLASSES`; `python_model_parameters`
+writes it); the class does the work with numpy and the in-process code of
 `shared.inference` and `shared.tracking`, so it is tested without a server and behaves
 exactly like the in-process pipeline. Nothing here imports Triton: model.py hands in an
 `Inputs` getter per request and a BLS function (`bls_infer(pb_utils)`).
