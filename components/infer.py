@@ -33,6 +33,7 @@ A frame that cannot be decoded is reported and skipped; the run goes on.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -94,10 +95,9 @@ class InferConfig:
                                 "0.6}; see shared/inference/pipeline.py")
 
 
-# InferConfig fields that are HandPipeline settings, passed on as they are.
-PASSED_ON = ("detector", "yolo_model", "model_weights", "model_type", "backend", "img_size", "max_hands",
-             "expand_ratio", "grayscale", "gesture_model", "gesture_threshold", "track_max_age",
-             "track_iou_threshold", "device", "threads", "triton_url")
+# InferConfig fields that are HandPipeline settings, passed on as they are (`static` is decided by is_static).
+PASSED_ON = tuple(f.name for f in dataclasses.fields(InferConfig)
+                  if f.name in PipelineConfig.__dataclass_fields__ and f.name != "static")
 
 
 @dataclass

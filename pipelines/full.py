@@ -38,7 +38,7 @@ def ingest_dataset(cfg: dict) -> dict:
     import dataclasses as _dc
 
     from components.ingest import IngestConfig, ingest
-    from pipelines.store import publish_folder
+    from pipelines.store import publish_dataset
 
     out = os.path.join(cfg["output_dir"], "dataset")
     if cfg["source"] == "teacher":  # real photos in gesture folders, labelled by the MediaPipe teacher
@@ -49,8 +49,7 @@ def ingest_dataset(cfg: dict) -> dict:
         log_metrics("ingest", {**{f"{split}/images": c["images"] for split, c in result.counts.items()},
                                "rejected": result.rejected})
         manifest = json.loads(Path(result.manifest).read_text())
-        return {"dataset": publish_folder(out, "dataset", cfg["project"] + "/datasets", [cfg["preset"]],
-                             hand_over=cfg["hand_over"]),
+        return {"dataset": publish_dataset(cfg, out, "dataset"),
                 "content_hash": manifest["content_hash"], "counts": result.counts, "rejected": result.rejected,
                 "contact_sheet": result.contact_sheet, "config": _dc.asdict(acfg)}
     icfg = IngestConfig(source=cfg["source"], input_dir=cfg["input_dir"], output_dir=out,
@@ -60,14 +59,13 @@ def ingest_dataset(cfg: dict) -> dict:
                         project=cfg["roboflow_project"], version=cfg["roboflow_version"])
     result = ingest(icfg)
     log_metrics("ingest", {f"{split}/images": c["images"] for split, c in result.counts.items()})
-    return {"dataset": publish_folder(out, "dataset", cfg["project"] + "/datasets", [cfg["preset"]],
-                             hand_over=cfg["hand_over"]),
+    return {"dataset": publish_dataset(cfg, out, "dataset"),
             "content_hash": result.content_hash, "counts": result.counts, "config": _dc.asdict(icfg)}
 
 
 def augment_dataset(cfg: dict, ingested: dict) -> dict:
     from components.augment import AugmentConfig, augment
-    from pipelines.store import fetch_folder, publish_folder
+    from pipelines.store import fetch_folder, publish_dataset
 
     data = fetch_folder(ingested["dataset"])
     out = os.path.join(cfg["output_dir"], "augmented_train")
@@ -79,8 +77,7 @@ def augment_dataset(cfg: dict, ingested: dict) -> dict:
                                    num_augmentations=cfg["num_augmentations"], aug_type=cfg["aug_type"],
                                    save_original=True, seed=cfg["seed"]))
     log_metrics("augment", {"images_out": result.images_out, "hands_dropped": result.hands_dropped})
-    ref = publish_folder(out, "augmented_train", cfg["project"] + "/datasets", [cfg["preset"]],
-                             hand_over=cfg["hand_over"])
+    ref = publish_dataset(cfg, out, "augmented_train")
     return {"folder": ref, "train_images": os.path.join(ref["path"], "images"),
             "train_labels": os.path.join(ref["path"], "labels")}
 

@@ -59,6 +59,13 @@ def publish_folder(path: str | Path, name: str, project: str, tags: list[str] | 
     return ref
 
 
+def publish_dataset(cfg: dict, path: str | Path, name: str) -> dict:
+    """`publish_folder` for a pipeline step: a dataset of the step config's project, tagged with its
+    preset, handed over as its `hand_over` setting says (auto for a config from before the setting)."""
+    return publish_folder(path, name, cfg["project"] + "/datasets", [cfg["preset"]],
+                          hand_over=cfg.get("hand_over", "auto"))
+
+
 def fetch_folder(ref: dict) -> Path:
     path = Path(ref["path"])
     if path.exists() or not ref.get("dataset_id"):

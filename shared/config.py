@@ -61,13 +61,12 @@ def option_like(cls: type, name: str, default: Any = dataclasses.MISSING, help: 
     setting keeps one home."""
     f = {f.name: f for f in dataclasses.fields(cls)}[name]
     meta = dict(f.metadata)
+    text = meta.pop("help", "")
     if help is not None:
-        meta["help"] = help
+        text = help
     if default is dataclasses.MISSING:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-    if isinstance(default, (list, dict)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
+    return option(default, text, metadata=meta)
 
 
 def _base_type(tp: Any) -> tuple[Any, bool]:
