@@ -13,7 +13,7 @@ OFFLINE_ENV := HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 http
 	https_proxy=http://127.0.0.1:9 NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost \
 	YOLO_OFFLINE=1 HF_HUB_OFFLINE=1 CLEARML_OFFLINE_MODE=1 NO_ALBUMENTATIONS_UPDATE=1
 
-.PHONY: demo test setup weights triton-venv mediapipe-venv bench lint clean help
+.PHONY: demo test setup weights triton-venv mediapipe-venv bench lint clean help int8-model
 .DEFAULT_GOAL := help
 
 help:
@@ -21,6 +21,7 @@ help:
 	@echo "make test   run the whole test suite"
 	@echo "make bench  run every benchmark (tables printed, JSON in benchmarks/results/)"
 	@echo "make lint   ruff"
+	@echo "make int8-model  build and verify the INT8 crop model (CAL_DIR=photos TEST_DIRS='other people')"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +53,19 @@ mediapipe-venv: $(VENV)/.installed
 bench: setup mediapipe-venv
 	for b in data models train gmae tracking latency triton; do \
 		test -f benchmarks/$$b.py && $(OFFLINE_ENV) $(PY) -m benchmarks.$$b || exit 1; done
+
+# The INT8 crop model (shipped from shared/weights/blazehand_full_int8 once one passes): ONNX Runtime QDQ
+# calibrated on the teacher's crops of CAL_DIR, verified on TEST_DIRS (other people); the export
+# refuses (exit 2) a model that misses a tolerance, and nothing is copied.
+CAL_DIR ?= ../shared/data/hagrid_train
+TEST_DIRS ?= ../shared/data/hagrid_sample ../shared/data/roboflow_gestures_v6
+INT8_OUT := outputs/export/int8
+int8-model: setup
+	$(OFFLINE_ENV) $(PY) -m components.export onnx --model_type blazehand_full --weights mediapipe --precision int8 \
+		--dynamic_batch --calibration_dir $(CAL_DIR) --calibration_limit 2048 --test_dir $(TEST_DIRS) \
+		--test_limit 256 --output_path $(INT8_OUT)/model.onnx
+	mkdir -p shared/weights/blazehand_full_int8
+	cp $(INT8_OUT)/model.onnx $(INT8_OUT)/model.json shared/weights/blazehand_full_int8/
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

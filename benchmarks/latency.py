@@ -12,6 +12,8 @@ The same frames go through
 - ours: PyTorch and ONNX Runtime, tracking mode (ROIs from the last landmarks, detector
   skipped while every hand is followed) and static mode (detector every frame), with
   the time per stage: detector / crops / crop model / post / tracker;
+- ours with an INT8 crop model (`--int8_model`, `--precision int8`, ONNX Runtime; same palm
+  detector), when one is given or ships;
 - MediaPipe Hands 0.10.21 (`mp.solutions.hands`, model_complexity=1, max_num_hands =
   hands in the scene), tracking (`static_image_mode=False`) and static, in its own venv
   (`.venv-mediapipe`, created on first use; see benchmarks/mediapipe_peer.py).
@@ -20,7 +22,8 @@ Fairness: MediaPipe's desktop build runs XNNPACK on 1 thread, so ours runs with
 `--threads 1` by default; both exclude image decoding; the scenarios are interleaved
 over `--repeats` rounds so that load from other processes hits both alike. The table
 gives means over frames (and the median and p90 of the total).
-Goals: ours <= MediaPipe with 1 hand and < with 4 (tracking); tracker < 0.2 ms with 4 hands.
+Goals: ours <= MediaPipe with 1 hand and < with 4 (tracking); tracker < 0.2 ms with 4 hands;
+int8 <= 0.6x MediaPipe per frame in tracking mode and <= 0.7x in static mode.
 The "found" column matters when reading the 4-hand rows: a system that loses a hand runs
 one landmark model less (and MediaPipe then runs its palm detector on every frame), so
 the JSON also gives the time per hand found.
@@ -42,6 +45,7 @@ import numpy as np
 from benchmarks.common import print_table, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
+INT8_MODEL_DEFAULT = ROOT / "shared" / "weights" / "blazehand_full_int8" / "model.onnx"  # where one would ship
 DATA = ROOT.parent / "shared" / "data"
 FIXTURE = ROOT / "tests" / "fixtures" / "mediapipe_hands.json"
 CANVAS = (480, 640)  # H, W
@@ -142,6 +146,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for ours (MediaPipe desktop: 1)")
     parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"])
     parser.add_argument("--hands", nargs="+", type=int, default=[1, 4])
+    parser.add_argument("--int8_model", default=str(INT8_MODEL_DEFAULT),
+                        help="an int8 BlazeHand .onnx (components.export --precision int8): adds the 'onnxruntime "
+                             "int8' rows (--precision int8); skipped when the file is absent (none ships yet)")
     parser.add_argument("--no_mediapipe", action="store_true", help="skip the MediaPipe peer")
     args = parser.parse_args()
 
@@ -164,6 +171,10 @@ def main() -> None:
     models = {b: (create_detector("blazepalm", backend=b, max_detections=4, threads=args.threads),
                   create_crop_model(b, ModelRef("blazehand", "mediapipe", img_size=224, threads=args.threads)))
               for b in args.backends}
+    int8 = Path(args.int8_model) if args.int8_model and Path(args.int8_model).is_file() else None
+    if int8 is not None and "onnxruntime" in args.backends:  # the same palm detector; the int8 crop model
+        models["onnxruntime int8"] = (models["onnxruntime"][0], create_crop_model(
+            "onnxruntime", ModelRef("blazehand", str(int8), img_size=224, threads=args.threads)))
     sequences = {n: make_frames(n, args.frames) for n in args.hands}
     # components.infer with no flags: a --video is tracked, a folder of photos is static.
     defaults = {mode: pipeline_config(InferConfig(**({"video": "clip.mp4"} if mode == "tracking" else
@@ -191,7 +202,7 @@ def main() -> None:
                     results.setdefault(("ours: infer defaults", default_label, mode, n), []).extend(
                         run_ours(pipe, frames, args.warmup))
                     for backend, (detector, crop_model) in models.items():
-                        cfg = PipelineConfig(backend=backend, static=mode == "static", max_hands=n,
+                        cfg = PipelineConfig(backend=backend.split()[0], static=mode == "static", max_hands=n,
                                              threads=args.threads)
                         pipe = HandPipeline(cfg, detector=detector, crop_model=crop_model)
                         t = time.perf_counter()
@@ -226,13 +237,22 @@ def main() -> None:
     # detection needs matching; all after the crop model) on the backend the goals above use.
     # Its compute alone is in benchmarks/tracking.py; here it also pays for bringing its code
     # back into the CPU caches the model evicted (see shared/tracking/kernels.py).
+    # INT8 (#15): ours int8 / MediaPipe per frame, tracking (goal <= 0.6) and static (<= 0.7).
+    for n in args.hands:
+        for mode, limit in (("tracking", 0.6), ("static", 0.7)):
+            ours, theirs = find("ours", "onnxruntime int8", mode, n), find("mediapipe", "tflite+xnnpack", mode, n)
+            if ours is not None and theirs is not None:
+                ratio = ours["total"] / max(theirs["total"], 1e-9)
+                goals[f"int8_{n}_hand_{mode}_ratio_to_mediapipe"] = round(ratio, 3)
+                goals[f"int8_{n}_hand_{mode}_ok"] = ratio <= limit
     tracker_4 = find("ours", best, "tracking", 4)
     if tracker_4 is not None:
         goals["tracker_ms_4_hands"] = round(tracker_4["tracker"], 3)
         goals["tracker_ok"] = goals["tracker_ms_4_hands"] < 0.2
     print("\ngoals:", json.dumps(goals))
     write_results("latency", {
-        "settings": {"frames": args.frames, "warmup": args.warmup, "repeats": args.repeats, "threads": args.threads,
+        "settings": {"int8_model": str(int8) if int8 else None,
+                     "frames": args.frames, "warmup": args.warmup, "repeats": args.repeats, "threads": args.threads,
                      "canvas": list(CANVAS), "mediapipe": "0.10.21 model_complexity=1" if mp_python else mp_error,
                      "infer_defaults": {"backend": defaults["tracking"].backend,
                                         "threads": defaults["tracking"].threads,

@@ -98,6 +98,9 @@ class DeployConfig:
                                              "or a .pth")
     model_type: str = option("blazehand_full", "crop model type (blazehand_full | blazehand_lite)")
     onnx: str = option("", "a ready hand_landmarks ONNX (dynamic batch); exported when empty")
+    precision: str = option("fp32", "crop model: fp32, or int8 (--backend python / onnxruntime; --onnx an int8 file "
+                                    "from `components.export onnx --precision int8`, served as it is)",
+                            choices=["fp32", "int8"])
     palm_onnx: str = option("", "a ready palm detector ONNX (dynamic batch); exported from MediaPipe's weights "
                                 "when empty")
     engine: str = option("", "--backend tensorrt: a ready hand_landmarks TensorRT plan; built when empty "
@@ -171,7 +174,7 @@ def _work_dir(cfg: DeployConfig) -> Path:
 
 def hand_model_onnx(cfg: DeployConfig) -> tuple[Path, Any, bool]:
     """(ONNX path, spec, gesture head trained) of the crop model, exported when not given."""
-    from shared.inference.backends import ModelRef
+    from shared.inference.backends import ModelRef, crop_model_weights, gesture_trained_from_summary
     from shared.models.registry import resolve_name
     from shared.models.specs import blazehand_spec
 
@@ -179,12 +182,17 @@ def hand_model_onnx(cfg: DeployConfig) -> tuple[Path, Any, bool]:
     if not model_type.startswith("blazehand"):
         raise UserError(f"--model_type {cfg.model_type}: the hand pipeline's crop model is blazehand_full or "
                         "blazehand_lite")
+    if cfg.precision == "int8" and cfg.backend == "tensorrt":
+        raise UserError("--precision int8 is ONNX Runtime's int8 (--backend python or onnxruntime); TensorRT "
+                        "builds its own INT8 engine: python -m components.export tensorrt --int8")
+    if cfg.precision == "int8" and not cfg.onnx:
+        cfg = dataclasses.replace(cfg, onnx=crop_model_weights(model_type, cfg.model_weights, "int8", "onnxruntime"))
     if cfg.onnx:
         path = Path(cfg.onnx)
         if not path.is_file() or path.suffix.lower() != ".onnx":
             raise UserError(f"--onnx {cfg.onnx}: no such .onnx file; export one with `python -m components.export "
                             "onnx --dynamic_batch` or leave --onnx empty to export here")
-        trained = _gesture_trained_from_summary(path)
+        trained = gesture_trained_from_summary(path)
     else:
         weights = cfg.model_weights
         if weights != "mediapipe" and (not Path(weights).is_file() or Path(weights).suffix.lower() == ".onnx"):
@@ -206,20 +214,6 @@ def hand_model_onnx(cfg: DeployConfig) -> tuple[Path, Any, bool]:
     spec = blazehand_spec(model_type, cfg.img_size, gestures if gestures and gestures > 0 else 5)
     check_against_spec(path, spec)
     return path, spec, trained
-
-
-def _gesture_trained_from_summary(onnx_path: Path) -> bool:
-    """A given ONNX: its export summary (`<file>.json`, components.export) tells which
-    weights it came from; MediaPipe's have no gesture head. No summary: assume trained."""
-    summary = onnx_path.with_suffix(".json")
-    try:
-        info = json.loads(summary.read_text())
-    except (OSError, ValueError):
-        return True
-    if "gesture_head_trained" in info:
-        return bool(info["gesture_head_trained"])
-    weights = str(info.get("weights", ""))
-    return not (weights in ("mediapipe", "none", "") or weights.endswith(".tflite"))
 
 
 def detector_onnx(cfg: DeployConfig) -> tuple[Path, list[TensorSpec], list[TensorSpec], DetectorSpec]:

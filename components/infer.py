@@ -73,6 +73,7 @@ class InferConfig:
     model_weights: str = option_like(PipelineConfig, "model_weights")
     model_type: str = option_like(PipelineConfig, "model_type")
     backend: str = option_like(PipelineConfig, "backend")
+    precision: str = option_like(PipelineConfig, "precision")
     img_size: int = option_like(PipelineConfig, "img_size")
     max_hands: int = option_like(PipelineConfig, "max_hands")
     expand_ratio: float = option_like(PipelineConfig, "expand_ratio")

@@ -80,6 +80,12 @@ class PipelineConfig:
     deploy_backend: str = option("python", "python | onnxruntime | tensorrt",
                                  choices=["python", "onnxruntime", "tensorrt"])
     smoke_test: bool = option(True, "send one request through a local Triton when its venv exists")
+    precision: str = option("fp32", "crop model exported and deployed as fp32, or int8 (ONNX Runtime QDQ calibrated "
+                                     "on calibration_dir, verified on test_dir; refused when it misses a tolerance)",
+                            choices=["fp32", "int8"])
+    calibration_dir: str = option("", "precision int8: real photos of hands to calibrate on ('' = input_dir)")
+    int8_qat_epochs: int = option(0, "precision int8: quantization-aware fine-tuning epochs (0 = post-training "
+                                     "quantization only)", min=0)
     hand_over: str = option("auto", "how steps pass folders and weights: paths (one machine or a shared volume: "
                                     "offline, --local, Kubeflow without a server), clearml (datasets and models "
                                     "on the server, for agents on other machines), auto (paths offline, clearml "
@@ -88,6 +94,8 @@ class PipelineConfig:
                           "agent queues per step kind (data steps: cpu; training/export: gpu; controller: services)")
 
     def __post_init__(self) -> None:
+        if self.calibration_dir and not Path(self.calibration_dir).is_dir():
+            raise UserError(f"calibration_dir {self.calibration_dir!r} is not a folder; pass real photos of hands")
         if self.source in ("teacher", "folder", "hagrid") and not self.input_dir:
             raise UserError(f"source {self.source!r} needs input_dir: --set input_dir=PATH (a folder of photos"
                             + (" in gesture folders)" if self.source == "teacher" else ")"))

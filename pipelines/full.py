@@ -362,9 +362,14 @@ def export_models(cfg: dict, hand_model: dict, detector: dict, evaluation: dict)
     hand = export_onnx_stage(OnnxExportConfig(model_type=cfg["hand_model"], weights=weights,
                                               output_path=str(out / "hand_landmarks.onnx"), dynamic_batch=True,
                                               verify=True))
+    hand_path, precision, quantization = hand.onnx_path, "fp32", {}
+    if cfg.get("precision", "fp32") == "int8":
+        hand_path, quantization = int8_hand_model(cfg, weights, out)
+        precision = "int8"
     exports["hand_landmarks_onnx"] = register_model(
-        hand.onnx_path, "hand_landmarks_onnx", ["onnx", "multitask", cfg["preset"]],
+        hand_path, "hand_landmarks_onnx", ["onnx", "multitask", precision, cfg["preset"]],
         {"source": hand_model["model"]["path"] if hand_model.get("model") else "mediapipe",
+         "precision": precision, "quantization": quantization,
          "metrics": evaluation["metrics"].get("keypoints", {}),
          "inputs": hand.inputs, "outputs": hand.outputs, "max_abs_diff": hand.max_abs_diff})
     palm = export_onnx_stage(OnnxExportConfig(model_type="blazepalm_full", weights="mediapipe",
@@ -383,6 +388,26 @@ def export_models(cfg: dict, hand_model: dict, detector: dict, evaluation: dict)
         if ref:
             publish_model(ref)
     return exports
+
+
+def int8_hand_model(cfg: dict, weights: str, out: Path) -> tuple[str, dict]:
+    """The int8 crop model for `precision: int8`: ONNX Runtime QDQ quantization of the exported
+    crop model (`weights`), calibrated on real photos (calibration_dir, else input_dir) and verified
+    on test_dir; the export refuses a model that misses its tolerances. Returns (path, report)."""
+    from shared.errors import UserError
+    from shared.inference.real_crops import real_crops
+    from shared.models.export import OnnxExportConfig, export_onnx_stage
+
+    calibration = cfg.get("calibration_dir") or cfg.get("input_dir")
+    if not calibration:
+        raise UserError("precision int8 needs real photos of hands to calibrate on: "
+                        "--set calibration_dir=PATH (or input_dir)")
+    tests = test_dirs(cfg)
+    result = export_onnx_stage(OnnxExportConfig(model_type=cfg["hand_model"], weights=weights, precision="int8",
+                                                output_path=str(out / "hand_landmarks_int8.onnx"), dynamic_batch=True,
+                                                calibration_dir=[calibration], test_dir=tests,
+                                                qat_epochs=int(cfg.get("int8_qat_epochs", 0))), real_crops)
+    return result.onnx_path, result.quantization
 
 
 def deploy_models(cfg: dict, exports: dict) -> dict:
@@ -474,7 +499,8 @@ def build_pipeline(cfg: PipelineConfig):
         steps[step.name] = PipelineDecorator.component(
             return_values=[step.output], cache=step.cached, task_type=step.task_type, name=step.name,
             execution_queue=cfg.queues.get(step.queue, step.queue), packages=STEP_PACKAGES[step.packages],
-            helper_functions=[log_metrics, test_dirs, recall_curve, recall_by_set, evaluate_real], repo=None)(step.fn)
+            helper_functions=[log_metrics, test_dirs, recall_curve, recall_by_set, evaluate_real, int8_hand_model],
+            repo=None)(step.fn)
 
     @PipelineDecorator.pipeline(name=f"hand-perception-{cfg.preset}", project=cfg.project, version="1.0",
                                 pipeline_execution_queue=cfg.queues.get("services", "services"),

@@ -62,9 +62,10 @@ def test_real_crops_are_hands_the_teacher_found(photos):
 
 
 def test_int8_export_that_misses_the_tolerance_is_not_written(photos, tmp_path, capsys):
-    # every layer int8 (no float layers allowed) moves the landmarks by ~2 px mean: over 1.0 px
+    # every convolution int8 (no float modules or layers allowed) moves the landmarks by ~2 px mean
     code = _export(tmp_path, "--precision", "int8", "--calibration_dir", str(photos["cal"]),
-                   "--test_dir", str(photos["test"]), "--max_float_layers", "0", "--calibration_limit", "24")
+                   "--test_dir", str(photos["test"]), "--max_float_layers", "0", "--calibration_limit", "24",
+                   "--qat_epochs", "0", "--float_modules", "none")
     err = capsys.readouterr().err
     assert code == 2 and "error:" in err and "misses a tolerance" in err and "px" in err
     assert not (tmp_path / "hand.onnx").exists()  # never a silently degraded model
@@ -76,7 +77,7 @@ def test_int8_export_that_misses_the_tolerance_is_not_written(photos, tmp_path, 
 def test_int8_export_within_its_tolerance_runs_and_is_quantized(photos, tmp_path, capsys):
     code = _export(tmp_path, "--precision", "int8", "--calibration_dir", str(photos["cal"]),
                    "--test_dir", str(photos["test"]), "--max_float_layers", "0", "--calibration_limit", "24",
-                   "--tol_mean_px", "20", "--tol_p99_px", "200")
+                   "--tol_mean_px", "20", "--tol_p99_px", "200", "--qat_epochs", "0", "--dynamic_batch")
     out = capsys.readouterr().out
     summary = json.loads((tmp_path / "hand.json").read_text())
     q = summary["quantization"]
@@ -94,6 +95,58 @@ def test_int8_export_within_its_tolerance_runs_and_is_quantized(photos, tmp_path
     x = real_crops(photos["test"], size=224, limit=1).x
     outputs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {sess.get_inputs()[0].name: x})))
     assert outputs["landmarks"].shape[-2:] == (21, 3) and outputs["presence"][0, 0] > 0.5
+    # --precision int8 runs it in the pipeline; its export summary says MediaPipe's weights, so the
+    # gesture comes from the landmark model, as with fp32
+    from shared.inference.pipeline import HandPipeline, PipelineConfig
+
+    photo = sorted(photos["test"].glob("*.jpg"))[0]
+    rgb = cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB)
+    fp32 = HandPipeline(PipelineConfig(static=True))(rgb)
+    int8 = HandPipeline(PipelineConfig(static=True, precision="int8", model_weights=str(path)))(rgb)
+    assert len(int8) == len(fp32) >= 1 and (int8.gesture != -1).all()  # -1: no gesture model ran
+
+
+def test_int8_fine_tuning_is_checked_against_the_original_model(photos, tmp_path, capsys):
+    # quantization-aware fine-tuning (one short epoch here): the tuned float file is kept beside the
+    # output, and every check compares the int8 model with the ORIGINAL float model, not the tuned one
+    code = _export(tmp_path, "--precision", "int8", "--calibration_dir", str(photos["cal"]),
+                   "--test_dir", str(photos["test"]), "--max_float_layers", "0", "--calibration_limit", "24",
+                   "--tol_mean_px", "20", "--tol_p99_px", "200", "--qat_epochs", "1")
+    out = capsys.readouterr().out
+    assert "int8 fine-tune epoch 1/1" in out and "simulated int8 validation mean" in out
+    assert (tmp_path / "hand_qat_fp32.onnx").is_file()
+    q = json.loads((tmp_path / "hand.json").read_text())["quantization"]
+    assert Path(q["float_path"]).name == "hand_fp32.onnx" and q["config"]["weight_bits"] == 7
+    assert code == 0 or "hands found differ" in q["failed"]
+
+
+def test_quantization_simulation_matches_onnx_runtime(photos):
+    # shared.models.qat's simulation rounds where and as ONNX Runtime's QDQ int8 model does: the
+    # fine-tuning trains against the error the shipped file will really have
+    import tempfile
+
+    import torch
+
+    from shared.inference.backends import ModelRef
+    from shared.models.qat import QuantSim
+    from shared.models.quantize import QuantizeConfig, preprocess, quantizable_nodes, quantize_static_qdq, run_model
+    from shared.models.registry import create_model
+
+    crops = real_crops(photos["cal"], size=224, limit=24).x
+    model = create_model("blazehand_full", pretrained_weights="mediapipe").eval()
+    sim = QuantSim(model, weight_levels=64)
+    sim.calibrate(torch.from_numpy(crops))
+    with torch.no_grad():
+        simulated = sim(torch.from_numpy(crops))["landmarks"].numpy()
+        float_out = model(torch.from_numpy(crops))["landmarks"].numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = preprocess(ModelRef("blazehand_full").onnx_path(), Path(tmp) / "pre.onnx")
+        heads = [n for n, op in quantizable_nodes(pre) if op == "Gemm"]
+        q = quantize_static_qdq(pre, Path(tmp) / "q.onnx", crops, Path(tmp) / "r.json", QuantizeConfig(), heads)
+        real = run_model(q, crops)["landmarks"]
+    sim_vs_ort = np.abs(simulated - real)[..., :2].mean()
+    int8_vs_float = np.abs(real - float_out)[..., :2].mean()
+    assert sim_vs_ort < 0.25 * int8_vs_float, (sim_vs_ort, int8_vs_float)
 
 
 def test_fp16_export_keeps_the_float_model(tmp_path, capsys):

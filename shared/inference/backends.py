@@ -140,6 +140,42 @@ class ModelRef:
         return path
 
 
+# Where an INT8 crop model would ship (MediaPipe's BlazeHand full, `make int8-model`) once one passes
+# the export's tolerances on real photos of other people; none does yet (docs/benchmarks.md, INT8).
+INT8_DIR = Path(__file__).resolve().parents[1] / "weights" / "blazehand_full_int8"
+INT8_MODEL = INT8_DIR / "model.onnx"
+
+
+def crop_model_weights(model_type: str, weights: str, precision: str, backend: str) -> str:
+    """The crop-model weights to run for `precision`: fp32 keeps `weights`; int8 runs an int8 .onnx
+    (the one given, or the shipped one for MediaPipe's BlazeHand full) on ONNX Runtime."""
+    if precision == "fp32":
+        return weights
+    if precision != "int8":
+        raise UserError(f"--precision {precision!r} is not one of fp32, int8")
+    if backend == "triton":
+        raise UserError("--precision int8 with --backend triton: the server runs what was deployed; deploy with "
+                        "`python -m components.deploy --precision int8` and leave --precision out here")
+    if backend != "onnxruntime":
+        raise UserError(f"--precision int8 runs on --backend onnxruntime (ONNX Runtime's int8 kernels), not {backend}")
+    if Path(weights).suffix.lower() == ".onnx":
+        return weights  # the user's own int8 export
+    if weights != "mediapipe":
+        raise UserError(f"--precision int8 with --model_weights {weights}: quantize it first (python -m "
+                        "components.export onnx --precision int8 --weights ... --calibration_dir PHOTOS) and pass "
+                        "the int8 .onnx as --model_weights")
+    if resolve_name(model_type) != "blazehand_full":
+        raise UserError(f"--precision int8 ships for blazehand (full) only, not {model_type}; export your own "
+                        "with components.export --precision int8")
+    if not INT8_MODEL.is_file():
+        raise UserError("--precision int8: no int8 BlazeHand ships yet (the best recipe, measured on real photos of "
+                        "other people, keeps landmarks within 0.6-0.8 px but flips 1-3 % of gestures: docs/"
+                        "benchmarks.md, INT8). Export one and pass it: python -m components.export onnx --precision "
+                        "int8 --dynamic_batch --calibration_dir PHOTOS --test_dir OTHER_PEOPLE --output_path "
+                        "hand_int8.onnx, then --model_weights hand_int8.onnx")
+    return str(INT8_MODEL)
+
+
 def export_onnx(module: Any, spec: Any, path: str | Path, opset: int = 17) -> Path:
     """Export an export-wrapper module to ONNX with a dynamic batch axis, atomically (two
     processes exporting the same cache entry never see half a file). The export itself is
@@ -311,14 +347,31 @@ class CropModel:
         }
 
 
+def gesture_trained_from_summary(onnx_path: Path) -> bool:
+    """An exported ONNX: its export summary (`<file>.json`, components.export / deploy) tells which
+    weights it came from; MediaPipe's have no gesture head. No summary: assume trained."""
+    import json
+
+    try:
+        info = json.loads(Path(onnx_path).with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return True
+    if "gesture_head_trained" in info:
+        return bool(info["gesture_head_trained"])
+    weights = str(info.get("weights", ""))
+    return not (weights in ("mediapipe", "none", "") or weights.endswith(".tflite"))
+
+
 def _gesture_head_trained(ref: ModelRef) -> bool:
-    """Whether the weights carry a trained gesture head. MediaPipe's do not; an exported
-    file is assumed to (it was exported from a trained .pth or by choice)."""
+    """Whether the weights carry a trained gesture head. MediaPipe's do not; an exported file
+    says so in its export summary (e.g. the shipped int8 model), else it is assumed to."""
     if ref.weights == "mediapipe" or ref.suffix in (".tflite", ".whl"):
         return False
     if ref.suffix == ".pth":
         report = getattr(ref.torch_model(), "load_report", None)
         return not any(k.startswith("gesture.") for k in getattr(report, "missing_keys", []))
+    if ref.suffix == ".onnx":
+        return gesture_trained_from_summary(Path(ref.weights))
     return True
 
 

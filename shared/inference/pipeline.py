@@ -54,7 +54,7 @@ from shared.config import option
 from shared.errors import UserError
 from shared.geometry import Roi, hand_angle, iou_matrix, roi_from_keypoints, warp_roi
 from shared.hand import GESTURE_UNKNOWN, NUM_KEYPOINTS
-from shared.inference.backends import CropModel, ModelRef, create_crop_model
+from shared.inference.backends import CropModel, ModelRef, create_crop_model, crop_model_weights
 from shared.inference.detectors import DETECTORS, Detections, Detector, create_detector
 from shared.inference.gestures import TwoHandsRule, load_gesture_model
 from shared.results import HandResults
@@ -84,6 +84,10 @@ class PipelineConfig(TrackerConfig):
     backend: str = option("onnxruntime", "network runtime: onnxruntime (default: the same weights exported to ONNX "
                                          "once into work_dir; 2.5-3.6x faster than torch per frame on CPU), torch, "
                                          "tensorrt or triton", metadata={"choices": list(BACKENDS)})
+    precision: str = option("fp32", "crop-model precision: fp32, or int8 (--backend onnxruntime; --model_weights an "
+                                    "int8 .onnx from `components.export onnx --precision int8`: no int8 model "
+                                    "ships yet)",
+                            metadata={"choices": ["fp32", "int8"]})
     device: str = option("cpu", "torch/onnxruntime device: cpu, cuda or auto")
     threads: int = option(1, "CPU threads for torch / onnxruntime (0 = the library's default, all cores). 1: on a "
                              "2-core machine one stream runs as fast as on 2 with onnxruntime (within 10%) and "
@@ -148,7 +152,8 @@ class PipelineConfig(TrackerConfig):
         for name, value, choices in (("detector", self.detector, DETECTORS), ("backend", self.backend, backends),
                                      ("model_type", self.model_type, MODEL_TYPES),
                                      ("landmark_roi", self.landmark_roi, ("mediapipe", "keypoints")),
-                                     ("palm_letterbox", self.palm_letterbox, ("mediapipe", "area"))):
+                                     ("palm_letterbox", self.palm_letterbox, ("mediapipe", "area")),
+                                     ("precision", self.precision, ("fp32", "int8"))):
             if value not in choices:
                 raise UserError(f"--{name} {value!r} is not one of {', '.join(choices)}")
 
@@ -290,7 +295,8 @@ class HandPipeline:
                  crop_model: CropModel | None = None) -> None:
         self.cfg = cfg = checkpoint_roi_convention(cfg or PipelineConfig())
         if crop_model is None:
-            ref = ModelRef(cfg.model_type, cfg.model_weights, img_size=cfg.img_size, device=cfg.device,
+            weights = crop_model_weights(cfg.model_type, cfg.model_weights, cfg.precision, cfg.backend)
+            ref = ModelRef(cfg.model_type, weights, img_size=cfg.img_size, device=cfg.device,
                            work_dir=cfg.work_dir, threads=cfg.threads, options={"url": cfg.triton_url})
             crop_model = create_crop_model(cfg.backend, ref)
         if detector is None:

@@ -51,6 +51,20 @@ TOL_P99_PX = 4.0  # ... 99th percentile
 TOL_GESTURE = 0.01  # gesture (argmax) agreement must be >= 1 - this
 PRESENT = 0.5  # presence threshold (the pipeline's min_presence)
 QUANTIZABLE = ("Conv", "Gemm", "MatMul")  # the layers the sensitivity sweep looks at
+# BlazeHand's first layers, at 112x112 and 56x56 (stem, first block, block 0: 6 of 47 convolutions),
+# stay in float by default. Measured on real crops of other people (210, hagrid_sample + roboflow),
+# 7-bit weights, heads float: all int8 1.69 px mean / 12.1 px p99; these three in float 0.70 / 3.5 px,
+# and no slower (6.9 vs 7.1 ms at batch 1, fp32 10.1 ms): int8 at high resolution pays as much in
+# quantize/dequantize traffic as it saves in arithmetic. Each one's share: stem alone 1.76 px, +first
+# block 1.12, +block 0 0.71, +block 1 0.62 (7.1 ms).
+FLOAT_MODULES = ("stem", "first_block", "blocks.0")
+
+
+def module_nodes(nodes: list[tuple[str, str]], modules: list[str]) -> list[str]:
+    """The ONNX nodes of BlazeHand modules ("stem", "blocks.0", ...): torch names a node by its
+    module path, e.g. /model/blocks/blocks.0/expand/Conv."""
+    wanted = [f"/{m}/" for m in modules if m and m != "none"]
+    return [n for n, _ in nodes if any(w in n for w in wanted)]
 
 
 @dataclass
@@ -59,6 +73,13 @@ class QuantizeConfig:
                                    choices=["minmax", "entropy", "percentile"])
     activation_symmetric: bool = option(False, "symmetric activation ranges (zero point 128 for u8)")
     per_channel: bool = option(True, "one weight scale per output channel")
+    weight_bits: int = option(7, "7: ONNX Runtime's reduce_range, exact on every x86 CPU; 8: more weight precision, "
+                                 "but u8 x s8 products overflow ONNX Runtime's 16-bit sums on CPUs without AVX-512 "
+                                 "VNNI (AVX2: +60 % landmark error measured here)", choices=[7, 8])
+    float_modules: list[str] = option(list(FLOAT_MODULES), "BlazeHand modules kept in float ('none' = none): the "
+                                                           "high-resolution first layers, see FLOAT_MODULES")
+    float_heads: bool = option(True, "keep the fully connected heads (Gemm: landmarks, presence, ...) in float: a u8 "
+                                     "landmark output alone rounds to ~1 px; they cost ~1 % of the run time")
     val_fraction: float = option(0.25, "part of the calibration crops (whole photos) kept out of calibration "
                                        "to choose the float layers", min=0.0, max=0.9)
     max_float_layers: int = option(12, "keep at most this many Conv/Gemm layers in float", min=0)
@@ -214,7 +235,8 @@ def quantize_static_qdq(float_path: str | Path, out_path: str | Path, calib_x: n
               "percentile": CalibrationMethod.Percentile}[cfg.calibrate_method]
     input_name = session(float_path).get_inputs()[0].name
     quantize_static(str(float_path), str(out_path), _Reader(calib_x, input_name), quant_format=QuantFormat.QDQ,
-                    per_channel=cfg.per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    per_channel=cfg.per_channel, reduce_range=cfg.weight_bits == 7,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=method, nodes_to_exclude=list(nodes_to_exclude or []),
                     nodes_to_quantize=list(nodes_to_quantize) if nodes_to_quantize else None,
                     calibration_cache_path=str(cache),
@@ -245,14 +267,18 @@ def split_by_photo(crops: RealCrops, val_fraction: float, seed: int = 0) -> tupl
 
 def quantize_blazehand(float_path: str | Path, out_path: str | Path, calibration: RealCrops,
                        tests: dict[str, RealCrops], cfg: QuantizeConfig | None = None,
-                       log=print, gestures: GestureReader | None = None) -> QuantizeReport:
+                       log=print, gestures: GestureReader | None = None,
+                       reference_path: str | Path | None = None) -> QuantizeReport:
     """Quantize a BlazeHand ONNX file to `out_path` with the least float layers that keep the
     validation error within tolerance, then verify on the held-out `tests` (see the module doc);
-    `gestures` (landmarks -> gesture ids) adds the gesture agreement to the checks. `out_path` is
-    written either way; check `report.passed` before using it."""
+    `gestures` (landmarks -> gesture ids) adds the gesture agreement to the checks. Every check is
+    against `reference_path` (default: `float_path`; the original model when `float_path` was
+    fine-tuned for quantization, `shared.models.qat`). `out_path` is written either way; check
+    `report.passed` before using it."""
     cfg = cfg or QuantizeConfig()
     start = time.perf_counter()
     float_path, out_path = Path(float_path), Path(out_path)
+    reference_path = Path(reference_path) if reference_path else float_path
     names = [o.name for o in session(float_path).get_outputs()]
     if "landmarks" not in names:
         raise UserError(f"{float_path}: INT8 export is implemented for BlazeHand (outputs landmarks, presence, ...); "
@@ -264,21 +290,24 @@ def quantize_blazehand(float_path: str | Path, out_path: str | Path, calibration
         tmp = Path(tmp)
         pre = preprocess(float_path, tmp / "pre.onnx")
         cache = tmp / "ranges.json"
-        ref_val = run_model(pre, val_x, cfg.threads)
+        ref_val = run_model(reference_path, val_x, cfg.threads)
+        # Always float: the heads (cfg.float_heads) and cfg.float_modules; the sweep may add more.
+        heads = [n for n, op in quantizable_nodes(pre) if op in ("Gemm", "MatMul")] if cfg.float_heads else []
+        heads += module_nodes(quantizable_nodes(pre), cfg.float_modules)
 
         def trial(path: Path, exclude: list[str] | None = None, only: list[str] | None = None) -> dict[str, float]:
-            quantize_static_qdq(pre, path, cal_x, cache, cfg, exclude, only)
+            quantize_static_qdq(pre, path, cal_x, cache, cfg, heads + list(exclude or []), only)
             return compare_blazehand(run_model(path, val_x, cfg.threads), ref_val, gestures)
 
         best = tmp / "best.onnx"
         all_int8 = trial(best)
         log(f"all layers int8: validation mean {all_int8['mean_px']:.2f} px, p99 {all_int8['p99_px']:.2f} px "
             f"({len(val_x)} crops)")
-        report = QuantizeReport(int8_path=str(out_path), float_path=str(float_path), calibration_crops=len(cal_x),
+        report = QuantizeReport(int8_path=str(out_path), float_path=str(reference_path), calibration_crops=len(cal_x),
                                 validation_crops=len(val_x), config=asdict(cfg), all_int8=all_int8,
                                 chosen=all_int8)
         if missed_tolerance(all_int8, cfg.tol_mean_px, cfg.tol_p99_px) and cfg.max_float_layers > 0:
-            nodes = quantizable_nodes(pre)
+            nodes = [(n, op) for n, op in quantizable_nodes(pre) if n not in heads]
             log(f"sensitivity: {len(nodes)} layers, each quantized alone ...")
             candidate = tmp / "trial.onnx"
             for node, op in nodes:
@@ -306,20 +335,20 @@ def quantize_blazehand(float_path: str | Path, out_path: str | Path, calibration
             k = hi
             float_nodes = [s["node"] for s in ranked[:k]]
             report.chosen = results[k]
-            quantize_static_qdq(pre, best, cal_x, cache, cfg, float_nodes)
+            quantize_static_qdq(pre, best, cal_x, cache, cfg, heads + float_nodes)
             report.float_layers = [LayerCost(s["node"], s["op_type"], s["mean_px"], s["p99_px"]) for s in ranked[:k]]
         out_path.parent.mkdir(parents=True, exist_ok=True)
         best.replace(out_path)
     for name, crops in tests.items():
         metrics = compare_blazehand(run_model(out_path, crops.x, cfg.threads),
-                                    run_model(float_path, crops.x, cfg.threads), gestures)
+                                    run_model(reference_path, crops.x, cfg.threads), gestures)
         report.tests[name] = metrics
         failed = missed_tolerance(metrics, cfg.tol_mean_px, cfg.tol_p99_px)
         if failed and not report.failed:
             report.failed = f"{name}: {failed}"
     probe = next(iter(tests.values())).x if tests else calibration.x
-    report.speed_ms = {"fp32": time_model(float_path, probe, cfg.threads), "int8": time_model(out_path, probe,
-                                                                                               cfg.threads)}
+    report.speed_ms = {"fp32": time_model(reference_path, probe, cfg.threads),
+                       "int8": time_model(out_path, probe, cfg.threads)}
     report.seconds = round(time.perf_counter() - start, 1)
     return report
 
@@ -365,11 +394,17 @@ def subset(crops: RealCrops, idx: np.ndarray) -> RealCrops:
                      images_read=crops.images_read, unreadable=crops.unreadable, how=crops.how)
 
 
+# (calibration crops [N, 3, S, S], validation crops) -> a float ONNX file fine-tuned for int8
+# (`shared.models.qat` on the caller's torch model); None = plain post-training quantization.
+Tuner = Callable[[np.ndarray, np.ndarray], Path]
+
+
 def quantize_stage(cfg, float_path: Path, out_path: Path, real_crops: CropReader,
-                   gestures: GestureReader | None = None, log=print) -> dict:
+                   gestures: GestureReader | None = None, log=print, tune: Tuner | None = None) -> dict:
     """`components.export onnx --precision int8`: real crops from `cfg.calibration_dir` (a quarter
     of its photos held out for the verification unless `cfg.test_dir` names other people),
-    `quantize_blazehand`, the table printed. `real_crops(folder, size=, limit=)` reads the crops
+    `tune` (quantization-aware fine-tuning on the calibration crops, checked against the original
+    float model), `quantize_blazehand`, the table printed. `real_crops(folder, size=, limit=)` reads the crops
     (`shared.inference.real_crops.real_crops`, passed in by the caller). Returns the report as a
     dict; when a tolerance is missed its int8 file is renamed `<stem>_int8_rejected.onnx` and
     `out_path` is not written."""
@@ -385,8 +420,11 @@ def quantize_stage(cfg, float_path: Path, out_path: Path, real_crops: CropReader
         tests = {"held-out calibration photos": subset(calibration, test_idx)}
         calibration = subset(calibration, cal_idx)
     qcfg = QuantizeConfig(max_float_layers=cfg.max_float_layers, tol_mean_px=cfg.tol_mean_px,
-                          tol_p99_px=cfg.tol_p99_px)
-    report = quantize_blazehand(float_path, out_path, calibration, tests, qcfg, log=log, gestures=gestures)
+                          tol_p99_px=cfg.tol_p99_px, weight_bits=cfg.weight_bits,
+                          float_modules=list(cfg.float_modules))
+    tuned = tune(calibration.x, next(iter(tests.values())).x) if tune is not None else float_path
+    report = quantize_blazehand(tuned, out_path, calibration, tests, qcfg, log=log, gestures=gestures,
+                                reference_path=float_path)
     for line in describe(report):
         log(line)
     if report.failed:
