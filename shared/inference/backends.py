@@ -246,6 +246,8 @@ class OnnxRunner:
             raise UserError(f"{path}: onnxruntime cannot load it ({type(exc).__name__}: {exc}); re-export it") from None
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
+        if self.session.get_inputs()[0].shape[0] == 1:  # exported without --dynamic_batch: one crop a call
+            self.max_batch = 1
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
         outs = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
