@@ -77,7 +77,7 @@ def test_int8_export_that_misses_the_tolerance_is_not_written(photos, tmp_path, 
 def test_int8_export_within_its_tolerance_runs_and_is_quantized(photos, tmp_path, capsys):
     code = _export(tmp_path, "--precision", "int8", "--calibration_dir", str(photos["cal"]),
                    "--test_dir", str(photos["test"]), "--max_float_layers", "0", "--calibration_limit", "24",
-                   "--tol_mean_px", "20", "--tol_p99_px", "200", "--qat_epochs", "0")  # fixed batch 1: run one crop a call
+                   "--tol_mean_px", "20", "--tol_p99_px", "200", "--qat_epochs", "0")  # fixed batch 1
     out = capsys.readouterr().out
     summary = json.loads((tmp_path / "hand.json").read_text())
     q = summary["quantization"]
