@@ -24,7 +24,7 @@ from shared.config import option
 from shared.errors import UserError
 from shared.hand import NUM_GESTURES
 from shared.models.qat import QatConfig, distill_for_int8
-from shared.models.quantize import quantize_stage
+from shared.models.quantize import FLOAT_MODULES, quantize_stage
 from shared.models.registry import create_model, resolve_name
 from shared.models.specs import ModelSpec, spec_for
 
@@ -54,7 +54,7 @@ class OnnxExportConfig:
     calibration_limit: int = option(1024, "int8: use at most this many calibration crops (ranges from 1,000 crops "
                                           "held where 300 flipped a borderline hand's presence)", min=8)
     test_limit: int = option(128, "int8: verify on at most this many crops per --test_dir", min=1)
-    float_modules: list[str] = option(["stem", "first_block", "blocks.0"], "int8: BlazeHand modules kept in float "
+    float_modules: list[str] = option(list(FLOAT_MODULES), "int8: BlazeHand modules kept in float "
                                       "('none' = every convolution int8): its first, high-resolution layers hold "
                                       "most of the error and none of the speed-up (shared.models.quantize)")
     qat_epochs: int = option(0, "int8: quantization-aware fine-tuning epochs on the calibration crops, the float "

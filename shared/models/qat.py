@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from shared.config import option
+from shared.models.quantize import FLOAT_MODULES
 
 
 @dataclass
@@ -47,7 +48,7 @@ class QatConfig:
                                     "on CPUs without VNNI), 127 = 8-bit", min=1, max=127)
     seed: int = option(0, "shuffling / augmentation seed")
     threads: int = option(0, "torch CPU threads (0 = torch's default)", min=0)
-    float_modules: list[str] = option(["stem", "first_block", "blocks.0"], "modules kept in float, as in the "
+    float_modules: list[str] = option(list(FLOAT_MODULES), "modules kept in float, as in the "
                                       "quantization (shared.models.quantize.FLOAT_MODULES; 'none' = none)")
 
 

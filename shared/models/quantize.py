@@ -292,22 +292,23 @@ def quantize_blazehand(float_path: str | Path, out_path: str | Path, calibration
         cache = tmp / "ranges.json"
         ref_val = run_model(reference_path, val_x, cfg.threads)
         # Always float: the heads (cfg.float_heads) and cfg.float_modules; the sweep may add more.
-        heads = [n for n, op in quantizable_nodes(pre) if op in ("Gemm", "MatMul")] if cfg.float_heads else []
-        heads += module_nodes(quantizable_nodes(pre), cfg.float_modules)
+        layers = quantizable_nodes(pre)
+        fixed_float = [n for n, op in layers if op in ("Gemm", "MatMul")] if cfg.float_heads else []
+        fixed_float += module_nodes(layers, cfg.float_modules)
 
         def trial(path: Path, exclude: list[str] | None = None, only: list[str] | None = None) -> dict[str, float]:
-            quantize_static_qdq(pre, path, cal_x, cache, cfg, heads + list(exclude or []), only)
+            quantize_static_qdq(pre, path, cal_x, cache, cfg, fixed_float + list(exclude or []), only)
             return compare_blazehand(run_model(path, val_x, cfg.threads), ref_val, gestures)
 
         best = tmp / "best.onnx"
         all_int8 = trial(best)
-        log(f"all layers int8: validation mean {all_int8['mean_px']:.2f} px, p99 {all_int8['p99_px']:.2f} px "
-            f"({len(val_x)} crops)")
+        log(f"int8 (fixed float layers only): validation mean {all_int8['mean_px']:.2f} px, "
+            f"p99 {all_int8['p99_px']:.2f} px ({len(val_x)} crops)")
         report = QuantizeReport(int8_path=str(out_path), float_path=str(reference_path), calibration_crops=len(cal_x),
                                 validation_crops=len(val_x), config=asdict(cfg), all_int8=all_int8,
                                 chosen=all_int8)
         if missed_tolerance(all_int8, cfg.tol_mean_px, cfg.tol_p99_px) and cfg.max_float_layers > 0:
-            nodes = [(n, op) for n, op in quantizable_nodes(pre) if n not in heads]
+            nodes = [(n, op) for n, op in layers if n not in fixed_float]
             log(f"sensitivity: {len(nodes)} layers, each quantized alone ...")
             candidate = tmp / "trial.onnx"
             for node, op in nodes:
@@ -335,7 +336,7 @@ def quantize_blazehand(float_path: str | Path, out_path: str | Path, calibration
             k = hi
             float_nodes = [s["node"] for s in ranked[:k]]
             report.chosen = results[k]
-            quantize_static_qdq(pre, best, cal_x, cache, cfg, heads + float_nodes)
+            quantize_static_qdq(pre, best, cal_x, cache, cfg, fixed_float + float_nodes)
             report.float_layers = [LayerCost(s["node"], s["op_type"], s["mean_px"], s["p99_px"]) for s in ranked[:k]]
         out_path.parent.mkdir(parents=True, exist_ok=True)
         best.replace(out_path)
@@ -359,7 +360,7 @@ def describe(report: QuantizeReport) -> list[str]:
              f"{report.validation_crops} validation crops ({report.config['calibrate_method']}"
              f"{', symmetric activations' if report.config['activation_symmetric'] else ''})"]
     a = report.all_int8
-    lines.append(f"all layers int8 (validation): mean {a['mean_px']:.2f} px, p99 {a['p99_px']:.2f} px, "
+    lines.append(f"int8, fixed float layers only (validation): mean {a['mean_px']:.2f} px, p99 {a['p99_px']:.2f} px, "
                  f"max {a['max_px']:.2f} px")
     if report.float_layers:
         c = report.chosen
