@@ -21,6 +21,7 @@ model type, the weights file (path, size, mtime) and the input size.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -352,8 +353,6 @@ class CropModel:
 def gesture_trained_from_summary(onnx_path: Path) -> bool:
     """An exported ONNX: its export summary (`<file>.json`, components.export / deploy) tells which
     weights it came from; MediaPipe's have no gesture head. No summary: assume trained."""
-    import json
-
     try:
         info = json.loads(Path(onnx_path).with_suffix(".json").read_text())
     except (OSError, ValueError):
