@@ -54,9 +54,10 @@ bench: setup mediapipe-venv
 	for b in data models train gmae tracking latency triton; do \
 		test -f benchmarks/$$b.py && $(OFFLINE_ENV) $(PY) -m benchmarks.$$b || exit 1; done
 
-# The INT8 crop model (shipped from shared/weights/blazehand_full_int8 once one passes): ONNX Runtime QDQ
-# calibrated on the teacher's crops of CAL_DIR, verified on TEST_DIRS (other people); the export
-# refuses (exit 2) a model that misses a tolerance, and nothing is copied.
+# The shipped INT8 crop model (shared/weights/blazehand_full_int8, see its MODEL_CARD.md): ONNX Runtime
+# QDQ calibrated on the teacher's crops of CAL_DIR, verified on TEST_DIRS (other people: landmarks,
+# hands found, the pipeline's gesture accuracy); the export refuses (exit 2) a model that misses a
+# tolerance, and nothing is copied. Deterministic: the same photos give the same file.
 CAL_DIR ?= ../shared/data/hagrid_train
 TEST_DIRS ?= ../shared/data/hagrid_sample ../shared/data/roboflow_gestures_v6
 INT8_OUT := outputs/export/int8

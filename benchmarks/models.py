@@ -1,11 +1,15 @@
-"""Model size and CPU latency: PyTorch vs onnxruntime, batch 1 and 4.
+"""Model size and CPU latency: PyTorch vs onnxruntime fp32 vs onnxruntime int8, batch 1 and 4.
 
-    python -m benchmarks.models [--models blazehand_full ...] [--iters 30] [--threads 2]
+    python -m benchmarks.models [--models blazehand_full ...] [--iters 30] [--threads 2] [--no_int8]
 
 Per model: parameters, then the median, p90 and best wall time of one forward pass
-in PyTorch (eval, no_grad) and in onnxruntime (the exported deployment graph,
-dynamic batch, CPU provider), after warm-up. Random weights: latency does not
-depend on the values. Prints a table and writes benchmarks/results/models.json.
+in PyTorch (eval, no_grad), in onnxruntime (the exported deployment graph, dynamic
+batch, CPU provider) and in onnxruntime int8 (the export's recipe,
+`shared.models.quantize.quantize_default`: QDQ, 7-bit per-channel weights, u8
+activations, heads and BlazeHand's first modules in float), after warm-up. Random
+weights and random calibration: latency does not depend on the values (the int8
+accuracy is the export's check, on real crops). Prints a table and writes
+benchmarks/results/models.json.
 """
 
 from __future__ import annotations
@@ -38,10 +42,11 @@ def _time(fn, iters: int, warmup: int) -> dict[str, float]:
 
 
 def bench_model(name: str, batches: tuple[int, ...], iters: int, warmup: int, threads: int,
-                work_dir: Path) -> dict:
+                work_dir: Path, int8: bool = True) -> dict:
     import onnxruntime as ort
 
     from shared.models.export import export_onnx, export_wrapper
+    from shared.models.quantize import QuantizeConfig, quantize_default
     from shared.models.registry import create_model
     from shared.models.specs import spec_for
 
@@ -53,6 +58,13 @@ def bench_model(name: str, batches: tuple[int, ...], iters: int, warmup: int, th
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    int8_session = None
+    if int8:
+        calib = np.random.default_rng(0).random((16, 3, spec.img_size, spec.img_size), dtype=np.float32)
+        # BlazeHand keeps its first modules in float (the export's default); other models quantize every layer
+        cfg = QuantizeConfig() if name.startswith("blazehand") else QuantizeConfig(float_modules=[])
+        int8_path = quantize_default(onnx_path, onnx_path.with_name(f"{onnx_path.stem}_int8.onnx"), calib, cfg)
+        int8_session = ort.InferenceSession(str(int8_path), opts, providers=["CPUExecutionProvider"])
     row = {"model": name, "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
            "input": f"{spec.img_size}x{spec.img_size}", "onnx_MB": round(onnx_path.stat().st_size / 1e6, 2)}
     for batch in batches:
@@ -61,6 +73,9 @@ def bench_model(name: str, batches: tuple[int, ...], iters: int, warmup: int, th
         with torch.no_grad():
             row[f"torch_b{batch}"] = _time(lambda x=x: wrapper(x), iters, warmup)
         row[f"ort_b{batch}"] = _time(lambda feed=feed: session.run(None, feed), iters, warmup)
+        if int8_session is not None:
+            row[f"int8_b{batch}"] = _time(lambda feed=feed: int8_session.run(None, feed), iters, warmup)
+            row[f"int8_speedup_b{batch}"] = round(row[f"ort_b{batch}"]["median"] / row[f"int8_b{batch}"]["median"], 2)
     return row
 
 
@@ -73,12 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch and onnxruntime intra-op threads (1: steadier on a shared machine)")
+    parser.add_argument("--no_int8", action="store_true", help="leave out the onnxruntime int8 columns")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            rows.append(bench_model(name, tuple(args.batches), args.iters, args.warmup, args.threads, Path(tmp)))
+            rows.append(bench_model(name, tuple(args.batches), args.iters, args.warmup, args.threads, Path(tmp),
+                                    int8=not args.no_int8))
             print(f"{name}: done", flush=True)
     # "median (best)" per cell; full figures (p90 too) in the JSON.
     short = [{k: (f"{v['median']:.1f} ({v['min']:.1f})" if isinstance(v, dict) else v) for k, v in r.items()}

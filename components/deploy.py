@@ -98,8 +98,9 @@ class DeployConfig:
                                              "or a .pth")
     model_type: str = option("blazehand_full", "crop model type (blazehand_full | blazehand_lite)")
     onnx: str = option("", "a ready hand_landmarks ONNX (dynamic batch); exported when empty")
-    precision: str = option("fp32", "crop model: fp32, or int8 (--backend python / onnxruntime; --onnx an int8 file "
-                                    "from `components.export onnx --precision int8`, served as it is)",
+    precision: str = option("fp32", "crop model: fp32, or int8 (--backend python / onnxruntime): the shipped int8 "
+                                    "BlazeHand, or --onnx an int8 file from `components.export onnx --precision "
+                                    "int8`, served as it is",
                             choices=["fp32", "int8"])
     palm_onnx: str = option("", "a ready palm detector ONNX (dynamic batch); exported from MediaPipe's weights "
                                 "when empty")

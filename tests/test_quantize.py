@@ -25,14 +25,16 @@ from shared.inference.real_crops import real_crops
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TRAIN = DATA / "hagrid_train" / "images"
 SAMPLE = DATA / "hagrid_sample"
+ROBOFLOW = DATA / "roboflow_gestures_v6"
 pytestmark = pytest.mark.skipif(not TRAIN.is_dir() or not SAMPLE.is_dir(), reason="needs ../shared/data (real photos)")
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> dict[str, Path]:
-    """Two small folders of real photos: calibration (train people), test (other people)."""
+    """Small folders of real photos: calibration (train people), test (other people), and a labelled
+    test set (8 Roboflow photos of `one` / `five` hands, its YOLO export layout)."""
     root = tmp_path_factory.mktemp("int8")
-    cal, test = root / "cal", root / "test"
+    cal, test, labelled = root / "cal", root / "test", root / "labelled"
     for folder in ("fist", "one", "palm", "like", "peace"):
         (cal / folder).mkdir(parents=True)
         for p in sorted((TRAIN / folder).glob("*.jpg"))[:6]:
@@ -40,7 +42,19 @@ def photos(tmp_path_factory) -> dict[str, Path]:
     test.mkdir()
     for p in sorted((SAMPLE / "images").rglob("*.jpg"))[::8][:12]:
         shutil.copyfile(p, test / p.name)
-    return {"cal": cal, "test": test}
+    (labelled / "images").mkdir(parents=True)
+    (labelled / "labels").mkdir()
+    shutil.copyfile(ROBOFLOW / "data.yaml", labelled / "data.yaml")
+    names = ["five", "four", "one", "three", "two"]
+
+    def classes(label: Path) -> set[str]:
+        return {names[int(line.split()[0])] for line in label.read_text().splitlines() if line.strip()}
+
+    picked = [lab for lab in sorted((ROBOFLOW / "labels").glob("*.txt")) if classes(lab) <= {"one", "five"}]
+    for lab in picked[:8]:
+        shutil.copyfile(lab, labelled / "labels" / lab.name)
+        shutil.copyfile(ROBOFLOW / "images" / f"{lab.stem}.jpg", labelled / "images" / f"{lab.stem}.jpg")
+    return {"cal": cal, "test": test, "labelled": labelled}
 
 
 def _export(tmp_path: Path, *extra: str) -> int:
@@ -85,6 +99,7 @@ def test_int8_export_within_its_tolerance_runs_and_is_quantized(photos, tmp_path
         assert "hands found differ" in q["failed"]
         pytest.skip(f"presence flipped on a test crop at all-int8: {q['failed']}")
     assert code == 0 and "held-out crops, int8 vs fp32" in out
+    assert q["end_to_end"] == {}  # unlabelled photos: the crops' gesture agreement is held instead
     path = tmp_path / "hand.onnx"
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
@@ -104,6 +119,26 @@ def test_int8_export_within_its_tolerance_runs_and_is_quantized(photos, tmp_path
     fp32 = HandPipeline(PipelineConfig(static=True))(rgb)
     int8 = HandPipeline(PipelineConfig(static=True, precision="int8", model_weights=str(path)))(rgb)
     assert len(int8) == len(fp32) >= 1 and (int8.gesture != -1).all()  # -1: no gesture model ran
+
+
+def test_int8_export_holds_the_pipelines_gesture_accuracy_on_labelled_photos(photos, tmp_path, capsys):
+    # a labelled test set (YOLO export layout) also runs the whole static pipeline with each crop model:
+    # gesture accuracy within 0.01 of fp32 and the same number of hands on every photo, or no file
+    code = _export(tmp_path, "--precision", "int8", "--calibration_dir", str(photos["cal"]), "--dynamic_batch",
+                   "--test_dir", str(photos["labelled"]), "--max_float_layers", "0", "--calibration_limit", "24",
+                   "--tol_mean_px", "20", "--tol_p99_px", "200")
+    out, err = capsys.readouterr()
+    q = json.loads((tmp_path / "hand.json").read_text())["quantization"]
+    e2e = q["end_to_end"]["labelled"]
+    assert e2e["photos"] == 8 and e2e["targets"] >= 8 and e2e["hands_fp32"] >= 6
+    assert 0.5 <= e2e["fp32_accuracy"] <= 1 and 0 <= e2e["int8_accuracy"] <= 1
+    assert "the whole pipeline (static, shipped gesture model)" in out
+    within = abs(e2e["int8_accuracy"] - e2e["fp32_accuracy"]) <= 0.01 and e2e["photos_hands_differ"] == 0
+    if code == 0:
+        assert within and (tmp_path / "hand.onnx").is_file()
+    else:  # refused: by this check or by the crops' tolerances, named in the one error line
+        assert code == 2 and "misses a tolerance" in err and not (tmp_path / "hand.onnx").exists()
+        assert not within or "hands found differ" in q["failed"]
 
 
 def test_int8_fine_tuning_is_checked_against_the_original_model(photos, tmp_path, capsys):
@@ -149,6 +184,48 @@ def test_quantization_simulation_matches_onnx_runtime(photos):
     assert sim_vs_ort < 0.25 * int8_vs_float, (sim_vs_ort, int8_vs_float)
 
 
+def test_int8_classifier_export_is_checked_on_top1_agreement(photos, tmp_path, capsys):
+    # a timm crop classifier: calibrated on real crops at its own input size, verified on crops of other
+    # people by its top-1 agreement with the float model. Random weights give near-uniform probabilities,
+    # whose argmax int8 rounding flips: the export must refuse that model, not ship it.
+    with pytest.raises(SystemExit) as done:
+        run_cli(export_main, ["onnx", "--model_type", "timm:mobilenetv3_small_100", "--weights", "none",
+                              "--output_path", str(tmp_path / "cls.onnx"), "--dynamic_batch", "--precision", "int8",
+                              "--calibration_dir", str(photos["cal"]), "--calibration_limit", "16",
+                              "--test_dir", str(photos["test"])])
+    out, err = capsys.readouterr()
+    assert "top-1 agree" in out and "the head in float" in out
+    q = json.loads((tmp_path / "cls.json").read_text())["quantization"]
+    assert q["kind"] == "classifier" and q["tests"]["test"]["crops"] >= 8 and q["speed_ms"]["int8"] > 0
+    assert q["tests"]["test"]["prob_max_diff"] < 0.05  # the probabilities themselves barely move
+    if q["tests"]["test"]["top1_agreement"] < 0.99:
+        assert done.value.code == 2 and "top-1 agreement" in err and not (tmp_path / "cls.onnx").exists()
+    else:
+        assert done.value.code == 0 and (tmp_path / "cls.onnx").is_file()
+    ops = {n.op_type for n in onnx.load(q["int8_path"]).graph.node}
+    assert "QuantizeLinear" in ops
+
+
+def test_pipeline_int8_step_quantizes_with_the_same_checks(photos, tmp_path):
+    # pipelines/full.py `precision: int8`: the exported crop model quantized on calibration_dir and checked on
+    # test_dir (crops of other people + the whole pipeline on the labelled set); a miss is one clear error
+    from pipelines.full import int8_hand_model
+    from shared.errors import UserError
+
+    cfg = {"hand_model": "blazehand_full", "calibration_dir": str(photos["cal"]),
+           "test_dir": f"{photos['test']},{photos['labelled']}"}
+    try:
+        path, q = int8_hand_model(cfg, "mediapipe", tmp_path)
+    except UserError as exc:
+        assert "misses a tolerance" in str(exc) and not (tmp_path / "hand_landmarks_int8.onnx").exists()
+        q = json.loads((tmp_path / "hand_landmarks_int8.json").read_text())["quantization"]
+        assert q["passed"] is False
+    else:
+        assert Path(path).is_file() and q["passed"] and q["config"]["float_modules"][-1] == "blocks.2"
+    assert set(q["tests"]) == {"test", "labelled"} and set(q["end_to_end"]) == {"labelled"}
+    assert q["calibration_crops"] >= 20
+
+
 def test_fp16_export_keeps_the_float_model(tmp_path, capsys):
     assert _export(tmp_path, "--precision", "fp16") == 0
     out = capsys.readouterr().out
@@ -171,6 +248,6 @@ def test_int8_bad_input_is_one_error(case, tmp_path, capsys):
     code = _export(tmp_path, *args)
     err = capsys.readouterr().err
     expected = {"no_calibration": "needs --calibration_dir", "no_hands": "no hand found",
-                "not_blazehand": "implemented for BlazeHand", "missing_folder": "no such folder"}[case]
+                "not_blazehand": "per-hand crop model) and the timm", "missing_folder": "no such folder"}[case]
     assert code == 2 and expected in err and "Traceback" not in err, err
     assert not (tmp_path / "hand.onnx").exists()

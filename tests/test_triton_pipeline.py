@@ -981,3 +981,39 @@ def test_redeploy_with_local_networks_is_picked_up(server, client, deployed, str
     assert_same_hands(got, reference[TWO_HANDS], atol=1e-2, what="hand_pipeline v2 (local networks)")
     stats = client.client.get_inference_statistics(hm.MODEL_PIPELINE).model_stats
     assert {s.version for s in stats if s.inference_count} >= {"2"}
+
+
+@pytest.mark.triton
+def test_int8_deployed_to_triton_gives_the_in_process_int8_answer(start_triton, tmp_path):
+    """`components.deploy --precision int8` serves the shipped int8 BlazeHand: real photos through a
+    real tritonserver give what `HandPipeline(precision="int8")` gives in-process (same hands and
+    gestures, landmarks within 0.01 px), and the int8 model is what was served."""
+    from components.deploy import DeployConfig, deploy
+    from shared.inference.backends import INT8_MODEL
+    from shared.inference.pipeline import HandPipeline, PipelineConfig
+    from shared.serving.triton_backend import TritonHandClient
+
+    if not ROBOFLOW.is_dir():
+        pytest.skip(f"no {ROBOFLOW}")
+    result = deploy(DeployConfig(triton_repo=str(tmp_path / "repo"), backend="python", precision="int8",
+                                 work_dir=str(tmp_path / "exports"), max_streams=2, pipeline_networks="local"))
+    repo = Path(result.triton_repo)
+    served_files = list(repo.rglob("*.onnx"))
+    assert any(p.read_bytes() == INT8_MODEL.read_bytes() for p in served_files), served_files
+    server = start_triton(repo)
+    client = TritonHandClient(server.grpc_url)
+    try:
+        photos = real_photos()
+        served = [client.infer(p, stream_id=700 + i, start=True, end=True) for i, p in enumerate(photos)]
+    finally:
+        client.close()
+    cfg = PipelineConfig(**hm.served_parameters(repo, hm.MODEL_PIPELINE)["pipeline"])
+    pipe = HandPipeline(dataclasses.replace(cfg, backend="onnxruntime", precision="int8"))
+    local = []
+    for p in photos:
+        pipe.reset()
+        local.append(pipe.process(p))
+    assert sum(len(r) for r in served) >= len(photos) // 2
+    assert_same_ids_and_gestures(served, local, "photos, triton int8 vs in-process int8")
+    diff = max_px_diff(served, local)
+    assert diff <= PARITY_PX, f"triton int8 and in-process int8 differ by up to {diff:.4f} px"

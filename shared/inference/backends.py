@@ -169,11 +169,10 @@ def crop_model_weights(model_type: str, weights: str, precision: str, backend: s
         raise UserError(f"--precision int8 ships for blazehand (full) only, not {model_type}; export your own "
                         "with components.export --precision int8")
     if not INT8_MODEL.is_file():
-        raise UserError("--precision int8: no int8 BlazeHand ships yet (the best recipe, measured on real photos of "
-                        "other people, keeps landmarks within 0.6-0.8 px but flips 1-3 % of gestures: docs/"
-                        "benchmarks.md, INT8). Export one and pass it: python -m components.export onnx --precision "
-                        "int8 --dynamic_batch --calibration_dir PHOTOS --test_dir OTHER_PEOPLE --output_path "
-                        "hand_int8.onnx, then --model_weights hand_int8.onnx")
+        raise UserError(f"--precision int8: the shipped int8 BlazeHand {INT8_MODEL} is missing from this copy; "
+                        "rebuild it with `make int8-model`, or export your own and pass it: python -m "
+                        "components.export onnx --precision int8 --dynamic_batch --calibration_dir PHOTOS --test_dir "
+                        "OTHER_PEOPLE --output_path hand_int8.onnx, then --model_weights hand_int8.onnx")
     return str(INT8_MODEL)
 
 

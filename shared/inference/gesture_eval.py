@@ -114,4 +114,45 @@ def match_hands(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return out
 
 
-__all__ = ["GestureReport", "evaluate_gestures", "match_hands"]
+def end_to_end_check(test_dirs: list[str], **pipeline_options):
+    """For the INT8 export's verification (`shared.models.quantize.EndToEnd`): a function crop-model
+    ONNX file -> {test set: accuracy, labelled hands, hands found per photo} of the static pipeline
+    (MediaPipe's palm detector, that crop model, the shipped gesture model) on the labelled photos
+    of `test_dirs` (HaGRID layout or a YOLO export; folders of unlabelled photos are left out).
+    None when no folder is labelled."""
+    from pathlib import Path
+
+    from shared.data.realsets import read_gesture_test_set
+    from shared.inference.pipeline import HandPipeline, PipelineConfig
+
+    sets = {}
+    for d in test_dirs:
+        root = Path(d)
+        if not ((root / "annotations").is_dir() or (root / "data.yaml").is_file()):
+            continue  # photos without labels: their crops are checked, not the gestures
+        samples = read_gesture_test_set(root)
+        if samples:
+            sets[root.name] = samples
+    if not sets:
+        return None
+
+    def run(model_path) -> dict[str, dict]:
+        pipe = HandPipeline(PipelineConfig(static=True, backend="onnxruntime", model_weights=str(model_path),
+                                           **pipeline_options))
+        out = {}
+        for name, samples in sets.items():
+            hands: list[int] = []
+
+            def process(rgb, hands=hands):
+                found = pipe.process(rgb)
+                hands.append(len(found.xyxy))
+                return found
+
+            report = evaluate_gestures(process, samples)
+            out[name] = {"accuracy": report.accuracy, "targets": report.targets, "hands": hands}
+        return out
+
+    return run
+
+
+__all__ = ["GestureReport", "end_to_end_check", "evaluate_gestures", "match_hands"]

@@ -46,7 +46,8 @@ class OnnxExportConfig:
     num_gestures: int = option(NUM_GESTURES, "gesture classes of the hand model / classes of a timm classifier")
     precision: str = option("fp32", "fp32; fp16 (weights and math in half precision, for GPUs: slower on a CPU); "
                                     "int8 (ONNX Runtime static QDQ quantization calibrated on real hand crops, "
-                                    "BlazeHand only; needs --calibration_dir)", choices=["fp32", "fp16", "int8"])
+                                    "BlazeHand and timm / G-MAE classifiers; needs --calibration_dir)",
+                      choices=["fp32", "fp16", "int8"])
     calibration_dir: list[str] = option([], "int8: folders of real photos of hands (or YOLO-pose datasets with "
                                             "keypoints, e.g. from components.autolabel) to calibrate on")
     test_dir: list[str] = option([], "int8: folders of real photos of OTHER people to verify the int8 model on "
@@ -87,10 +88,21 @@ class OnnxExportResult:
     precision: str = "fp32"
     float_path: str = ""  # fp16 / int8: the float model it was made from (kept beside it)
     quantization: dict = field(default_factory=dict)  # int8: shared.models.quantize.QuantizeReport as a dict
+    # BlazeHand: whether its gesture head was trained (MediaPipe's was not: the pipeline then reads the
+    # gesture from the landmarks); shared.inference.backends reads it from this summary
+    gesture_head_trained: bool | None = None
 
 
 def build_model(model_type: str, weights: str | None, num_gestures: int = NUM_GESTURES) -> nn.Module:
-    """A registered model with `weights` loaded ("none"/None = random init)."""
+    """A registered model with `weights` loaded ("none"/None = random init). Layers the weights do not
+    cover (MediaPipe's BlazeHand has no gesture head) are initialised from seed 0, so that the same
+    command exports the same file; the caller's random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return _build_model(model_type, weights, num_gestures)
+
+
+def _build_model(model_type: str, weights: str | None, num_gestures: int) -> nn.Module:
     model_type = resolve_name(model_type)
     weights = None if weights in (None, "", "none", "random") else weights
     if model_type.startswith("timm:"):
@@ -222,11 +234,24 @@ def within_tolerance(diff: dict[str, float], atol: float, rtol: float) -> bool:
     return diff["abs"] <= atol + rtol * diff["ref"]
 
 
+def gesture_head_trained(model: nn.Module, weights: str) -> bool | None:
+    """BlazeHand: whether `weights` gave it a trained gesture head (None: not a BlazeHand)."""
+    if not hasattr(model, "gesture"):
+        return None
+    if weights in ("mediapipe", "none", "random", "") or str(weights).endswith(".tflite"):
+        return False
+    report = getattr(model, "load_report", None)
+    return not any(k.startswith("gesture.") for k in getattr(report, "missing_keys", []))
+
+
 def export_onnx_stage(cfg: OnnxExportConfig, real_crops: Callable[..., Any] | None = None,
-                      gestures: Callable[[np.ndarray], np.ndarray] | None = None) -> OnnxExportResult:
+                      gestures: Callable[[np.ndarray], np.ndarray] | None = None,
+                      end_to_end: Callable[[Path], dict] | None = None) -> OnnxExportResult:
     """Build, load, export, optionally verify; write `<output>.json` next to the model.
     `--precision int8` needs `real_crops` (the calibration crop reader) and checks gestures with
-    `gestures` (landmarks -> gesture ids) when given; components.export passes both."""
+    `gestures` (landmarks -> gesture ids) and `end_to_end` (crop model -> the pipeline's gesture
+    accuracy on labelled photos, `shared.inference.gesture_eval.end_to_end_check`) when given;
+    components.export passes all three."""
     start = time.perf_counter()
     model = build_model(cfg.model_type, cfg.weights, cfg.num_gestures).eval()
     if cfg.img_size and cfg.model_type.startswith("blazepalm") and cfg.img_size != model.img_size:
@@ -244,9 +269,14 @@ def export_onnx_stage(cfg: OnnxExportConfig, real_crops: Callable[..., Any] | No
     if cfg.precision == "int8" and not cfg.calibration_dir:
         raise UserError("--precision int8 needs --calibration_dir: a folder of real photos of hands (or a "
                         "components.autolabel dataset); the int8 ranges are measured on them")
-    if cfg.precision == "int8" and not cfg.model_type.startswith("blazehand"):
-        raise UserError(f"--precision int8 is implemented for BlazeHand (the per-hand crop model), not "
-                        f"{cfg.model_type}; export it with --precision fp32")
+    classifier = cfg.model_type.startswith("timm:")
+    if cfg.precision == "int8" and not (cfg.model_type.startswith("blazehand") or classifier):
+        raise UserError(f"--precision int8 is implemented for BlazeHand (the per-hand crop model) and the timm / "
+                        f"G-MAE crop classifiers, not {cfg.model_type}; export it with --precision fp32 (the palm "
+                        "detector: docs/benchmarks.md, INT8, measured no faster in int8 on this CPU)")
+    if cfg.precision == "int8" and classifier and cfg.qat_epochs:
+        raise UserError("--qat_epochs: quantization-aware fine-tuning is implemented for BlazeHand; leave it out "
+                        "for a classifier")
     wrapper = export_wrapper(model)
     final = Path(cfg.output_path)
     # fp16 / int8: the float model is exported (and verified) beside the output and kept.
@@ -257,11 +287,22 @@ def export_onnx_stage(cfg: OnnxExportConfig, real_crops: Callable[..., Any] | No
         # A dynamic-batch file is checked at a batch size other than the traced one.
         diffs = verify_onnx(path, wrapper, spec, batch_size=cfg.batch_size + 1 if cfg.dynamic_batch else cfg.batch_size)
     quantization: dict = {}
+    head = gesture_head_trained(model, cfg.weights)
+    if path != final:
+        # The kept float model gets its own summary: what it is, and whether its gesture head was trained
+        # (the int8 check below runs the pipeline on it, and so may a user).
+        Path(path).with_suffix(".json").write_text(json.dumps(
+            {"onnx_path": str(path), "model_type": cfg.model_type, "weights": cfg.weights, "precision": "fp32",
+             "dynamic_batch": cfg.dynamic_batch, "gesture_head_trained": head}, indent=2))
     if cfg.precision == "fp16":
         diffs["fp16"] = to_fp16(path, final)
     elif cfg.precision == "int8":
         tune = (lambda x, val: int8_fine_tune(model, spec, cfg, x, val, final)) if cfg.qat_epochs else None
-        quantization = quantize_stage(cfg, path, final, real_crops, gestures, tune=tune)
+        final.with_suffix(".json").write_text(json.dumps({"weights": cfg.weights, "gesture_head_trained": head}))
+        if classifier:
+            quantization = quantize_stage(cfg, path, final, real_crops, kind="classifier", size=spec.img_size)
+        else:
+            quantization = quantize_stage(cfg, path, final, real_crops, gestures, tune=tune, end_to_end=end_to_end)
     result = OnnxExportResult(
         onnx_path=str(final), model_type=cfg.model_type, weights=cfg.weights, opset=cfg.opset,
         dynamic_batch=cfg.dynamic_batch,
@@ -271,13 +312,14 @@ def export_onnx_stage(cfg: OnnxExportConfig, real_crops: Callable[..., Any] | No
         export_seconds=round(time.perf_counter() - start, 2),
         load_report=str(getattr(model, "load_report", "")), max_abs_diff=diffs,
         summary_path=str(final.with_suffix(".json")), precision=cfg.precision,
-        float_path=str(path) if path != final else "", quantization=quantization)
+        float_path=str(path) if path != final else "", quantization=quantization, gesture_head_trained=head)
     Path(result.summary_path).write_text(json.dumps(asdict(result), indent=2))
     if quantization.get("failed"):
         raise UserError(f"{final}: not written: the int8 model misses a tolerance on held-out real crops "
                         f"({quantization['failed']}); the float model is {path}, the rejected int8 model "
-                        f"{quantization['int8_path']}, the report {result.summary_path}. Allow more float layers "
-                        "(--max_float_layers), calibrate on more photos, or keep --precision fp32")
+                        f"{quantization['int8_path']}, the report {result.summary_path}. "
+                        f"{'' if classifier else 'Allow more float layers (--max_float_layers), '}calibrate on more "
+                        "photos, or keep --precision fp32")
     failed = [name for name, d in diffs.items() if name != "fp16" and not within_tolerance(d, cfg.atol, cfg.rtol)]
     if failed:
         d = diffs[failed[0]]

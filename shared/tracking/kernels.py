@@ -19,20 +19,10 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
+from shared.jit import compiled as _compiled
 from shared.tracking.smoothing import _MIN_DT
-
-
-def _compiled(fn):
-    """numba.njit, with the machine code cached on disk (beside this file, else in the user's
-    cache dir) so that a new process loads it (~0.1 s) instead of compiling (~1 s). Where no
-    cache dir is writable (read-only install and home), compile once per process instead."""
-    try:
-        return numba.njit(cache=True, nogil=True)(fn)
-    except RuntimeError:  # "cannot cache function ...: no locator available"
-        return numba.njit(nogil=True)(fn)
 
 
 @_compiled
