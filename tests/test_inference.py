@@ -111,10 +111,18 @@ def test_roi_from_landmarks_follows_hand_rotation(angle):
 
 
 def test_compiled_crop_warp_is_the_reference_bit_for_bit():
-    # warp_roi's compiled pass (numba) against the documented two-step numpy reference (OpenCV 3.4's
-    # fixed-point map, then the integer blend): every pixel equal, for ROIs inside, across and outside
-    # the image, tiny and huge, rotated any way, both borders, every crop size the pipeline uses
-    from shared.geometry import fixed_point_map, sample_fixed_point_numpy, warp_roi
+    # warp_roi's compiled fixed-point map (numba) against the documented numpy one (OpenCV 3.4's
+    # warpPerspective positions, which rotated ROIs reach through a ~1e-19 perspective term), and its
+    # crops against the two-step numpy reference (map, then the integer blend): every position and
+    # pixel equal, for ROIs inside, across and outside the image, tiny and huge, rotated any way,
+    # both borders, every crop size the pipeline uses
+    from shared.geometry import (
+        _fixed_point_map_compiled,
+        _output_to_image,
+        fixed_point_map,
+        sample_fixed_point_numpy,
+        warp_roi,
+    )
 
     rng = np.random.default_rng(7)
     for _ in range(60):
@@ -123,8 +131,11 @@ def test_compiled_crop_warp_is_the_reference_bit_for_bit():
         roi = Roi(float(rng.uniform(-80, w + 80)), float(rng.uniform(-80, h + 80)), float(rng.uniform(3, 1200)),
                   float(rng.uniform(-4, 4)))
         for size in (224, 192, 37):
+            xy = fixed_point_map(roi, size, size)
+            compiled = _fixed_point_map_compiled(np.array(_output_to_image(roi, size, size)), size, size)
+            assert all(np.array_equal(a, b) for a, b in zip(xy, compiled)), (roi, size)
             for border in ("replicate", "zero"):
-                want = sample_fixed_point_numpy(image, *fixed_point_map(roi, size, size), border=border)
+                want = sample_fixed_point_numpy(image, *xy, border=border)
                 got, _ = warp_roi(image, roi, size, border)
                 assert np.array_equal(got, want), (roi, size, border)
 
