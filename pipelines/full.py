@@ -448,7 +448,7 @@ STEP_PACKAGES = {
     "torch": ["torch==2.14.1", "torchvision==0.29.1", "lightning", "timm", "numpy", OPENCV,
               "albumentations", "pyyaml", "tqdm", "scipy", "numba", "matplotlib", "tflite", "clearml"],
     "detector": ["ultralytics", "torch==2.14.1", "torchvision==0.29.1", "numpy", OPENCV, "pyyaml", "clearml"],
-    "export": ["torch==2.14.1", "onnx", "onnxruntime", "numpy", OPENCV, "tflite", "clearml"],
+    "export": ["torch==2.14.1", "onnx", "onnxruntime", "numpy", OPENCV, "numba", "tflite", "clearml"],
     "deploy": ["numpy", "onnx", "onnxruntime", OPENCV, "scipy", "numba", "tritonclient[grpc]", "pyyaml", "clearml"],
 }
 
