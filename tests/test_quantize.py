@@ -121,6 +121,23 @@ def test_int8_export_within_its_tolerance_runs_and_is_quantized(photos, tmp_path
     assert len(int8) == len(fp32) >= 1 and (int8.gesture != -1).all()  # -1: no gesture model ran
 
 
+def test_int8_sensitivity_sweep_ranks_every_layer_and_keeps_the_worst_in_float(photos, tmp_path, capsys):
+    # a tolerance the all-int8 model misses on the validation crops starts the sweep: each convolution
+    # quantized alone, ranked by the error it brings, the most sensitive kept in float (at most 2 here;
+    # 0.01 px cannot be met, so the model is refused and the report says why)
+    code = _export(tmp_path, "--precision", "int8", "--calibration_dir", str(photos["cal"]), "--test_dir",
+                   str(photos["test"]), "--calibration_limit", "24", "--float_modules", "none",
+                   "--max_float_layers", "2", "--tol_mean_px", "0.01")
+    out = capsys.readouterr().out
+    q = json.loads((tmp_path / "hand.json").read_text())["quantization"]
+    assert code == 2 and "landmark mean error" in q["failed"]
+    assert len(q["sensitivity"]) == 47 and {s["op_type"] for s in q["sensitivity"]} == {"Conv"}  # heads: float
+    ranked = sorted(q["sensitivity"], key=lambda s: (-s["mean_px"], -s["p99_px"]))
+    assert [f["node"] for f in q["float_layers"]] == [s["node"] for s in ranked[:2]]
+    assert ranked[0]["mean_px"] > ranked[-1]["mean_px"] >= 0
+    assert "2 layer(s) kept in float" in out and "each one's error when quantized alone" in out
+
+
 def test_int8_export_holds_the_pipelines_gesture_accuracy_on_labelled_photos(photos, tmp_path, capsys):
     # a labelled test set (YOLO export layout) also runs the whole static pipeline with each crop model:
     # gesture accuracy within 0.01 of fp32 and the same number of hands on every photo, or no file
@@ -169,7 +186,7 @@ def test_quantization_simulation_matches_onnx_runtime(photos):
 
     crops = real_crops(photos["cal"], size=224, limit=24).x
     model = create_model("blazehand_full", pretrained_weights="mediapipe").eval()
-    sim = QuantSim(model, weight_levels=64)
+    sim = QuantSim(model, weight_bits=7)
     sim.calibrate(torch.from_numpy(crops))
     with torch.no_grad():
         simulated = sim(torch.from_numpy(crops))["landmarks"].numpy()

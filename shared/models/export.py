@@ -223,7 +223,7 @@ def int8_fine_tune(model: nn.Module, spec: Any, cfg: OnnxExportConfig, crops: np
                    final: Path) -> Path:
     """Quantization-aware fine-tuning of `model` on the calibration crops (shared.models.qat), exported
     beside the output as `<stem>_qat_fp32.onnx`: the float file that is then quantized."""
-    qcfg = QatConfig(epochs=cfg.qat_epochs, lr=cfg.qat_lr, weight_levels=64 if cfg.weight_bits == 7 else 127,
+    qcfg = QatConfig(epochs=cfg.qat_epochs, lr=cfg.qat_lr, weight_bits=cfg.weight_bits,
                      float_modules=list(cfg.float_modules))
     tuned = distill_for_int8(model, crops, qcfg, val=val)
     return export_onnx(export_wrapper(tuned), spec, final.with_name(f"{final.stem}_qat_fp32{final.suffix}"),

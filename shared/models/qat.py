@@ -18,8 +18,8 @@ What the simulation copies from ONNX Runtime's QDQ quantizer (`quantize_static`,
 - activations: u8, asymmetric, one range per tensor = [min(0, min), max(0, max)] over the
   calibration crops, at the network input, after every convolution (after its ReLU6, which ONNX
   Runtime folds into the range) and after every residual sum; the heads (Gemm) stay float;
-- weights: s8 symmetric, one scale per output channel, `weight_levels` = 64 by default: 7-bit
-  weights, ONNX Runtime's `reduce_range`. On x86 CPUs without AVX-512 VNNI its u8 x s8 kernels
+- weights: s8 symmetric, one scale per output channel, `weight_bits` = 7 by default (64 levels
+  each side of 0; 8 bits: 127): ONNX Runtime's `reduce_range`. On x86 CPUs without AVX-512 VNNI its u8 x s8 kernels
   add pairs of products in saturating 16-bit registers; 8-bit weights overflow there (measured
   here on an AVX2 EPYC: 1.47 px median per crop instead of the simulated 0.91 px), 7-bit ones cannot,
   so one file is exact on every CPU.
@@ -37,6 +37,8 @@ import numpy as np
 from shared.config import option
 from shared.models.quantize import FLOAT_MODULES
 
+WEIGHT_LEVELS = {7: 64, 8: 127}  # s8 weight levels each side of 0: ONNX Runtime's reduce_range (7 bits) or not
+
 
 @dataclass
 class QatConfig:
@@ -44,8 +46,8 @@ class QatConfig:
                             "post-training quantization)", min=0)
     lr: float = option(1e-4, "peak learning rate (one-cycle schedule)", min=0)
     batch_size: int = option(32, "crops per step", min=1)
-    weight_levels: int = option(64, "weight levels each side of 0: 64 = 7-bit (ONNX Runtime reduce_range, exact "
-                                    "on CPUs without VNNI), 127 = 8-bit", min=1, max=127)
+    weight_bits: int = option(7, "weight bits as in the quantization (shared.models.quantize.QuantizeConfig): 7 "
+                                 "(ONNX Runtime reduce_range, exact on CPUs without VNNI) or 8", choices=[7, 8])
     seed: int = option(0, "shuffling / augmentation seed")
     threads: int = option(0, "torch CPU threads (0 = torch's default)", min=0)
     float_modules: list[str] = option(list(FLOAT_MODULES), "modules kept in float, as in the "
@@ -58,9 +60,9 @@ class QuantSim:
     mode "float": the plain network; "observe": float, recording each quantization point's range;
     "quant": fake-quantized with the recorded ranges (straight-through gradients)."""
 
-    def __init__(self, model: Any, weight_levels: int = 64, float_modules: tuple[str, ...] = ()) -> None:
+    def __init__(self, model: Any, weight_bits: int = 7, float_modules: tuple[str, ...] = ()) -> None:
         self.model = model
-        self.weight_levels = weight_levels
+        self.weight_levels = WEIGHT_LEVELS[weight_bits]  # each side of 0
         # keys of float modules; the network input is quantized only when the stem is
         self.float_modules = tuple(m for m in float_modules if m and m != "none")
         if "stem" in self.float_modules:
@@ -204,7 +206,7 @@ def distill_for_int8(model: Any, crops: np.ndarray, cfg: QatConfig | None = None
         p.requires_grad_(False)
     for p in student.parameters():
         p.requires_grad_(True)
-    sim = QuantSim(student, cfg.weight_levels, tuple(cfg.float_modules))
+    sim = QuantSim(student, cfg.weight_bits, tuple(cfg.float_modules))
     x = torch.from_numpy(np.ascontiguousarray(crops)).float()
     xv = torch.from_numpy(np.ascontiguousarray(val)).float() if val is not None and len(val) else None
     sim.calibrate(x)
