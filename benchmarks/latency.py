@@ -12,8 +12,8 @@ The same frames go through
 - ours: PyTorch and ONNX Runtime, tracking mode (ROIs from the last landmarks, detector
   skipped while every hand is followed) and static mode (detector every frame), with
   the time per stage: detector / crops / crop model / post / tracker;
-- ours with an INT8 crop model (`--int8_model`, `--precision int8`, ONNX Runtime; same palm
-  detector), when one is given or ships;
+- ours with the INT8 crop model (`--precision int8`: the shipped one, or `--int8_model`; ONNX
+  Runtime; same palm detector);
 - MediaPipe Hands 0.10.21 (`mp.solutions.hands`, model_complexity=1, max_num_hands =
   hands in the scene), tracking (`static_image_mode=False`) and static, in its own venv
   (`.venv-mediapipe`, created on first use; see benchmarks/mediapipe_peer.py).
@@ -45,7 +45,7 @@ import numpy as np
 from benchmarks.common import print_table, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
-INT8_MODEL_DEFAULT = ROOT / "shared" / "weights" / "blazehand_full_int8" / "model.onnx"  # where one would ship
+INT8_MODEL_DEFAULT = ROOT / "shared" / "weights" / "blazehand_full_int8" / "model.onnx"  # the shipped one
 DATA = ROOT.parent / "shared" / "data"
 FIXTURE = ROOT / "tests" / "fixtures" / "mediapipe_hands.json"
 CANVAS = (480, 640)  # H, W
@@ -148,7 +148,7 @@ def main() -> None:
     parser.add_argument("--hands", nargs="+", type=int, default=[1, 4])
     parser.add_argument("--int8_model", default=str(INT8_MODEL_DEFAULT),
                         help="an int8 BlazeHand .onnx (components.export --precision int8): adds the 'onnxruntime "
-                             "int8' rows (--precision int8); skipped when the file is absent (none ships yet)")
+                             "int8' rows (--precision int8); default: the shipped one; skipped when the file is absent")
     parser.add_argument("--no_mediapipe", action="store_true", help="skip the MediaPipe peer")
     args = parser.parse_args()
 

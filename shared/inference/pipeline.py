@@ -84,9 +84,9 @@ class PipelineConfig(TrackerConfig):
     backend: str = option("onnxruntime", "network runtime: onnxruntime (default: the same weights exported to ONNX "
                                          "once into work_dir; 2.5-3.6x faster than torch per frame on CPU), torch, "
                                          "tensorrt or triton", metadata={"choices": list(BACKENDS)})
-    precision: str = option("fp32", "crop-model precision: fp32, or int8 (--backend onnxruntime; --model_weights an "
-                                    "int8 .onnx from `components.export onnx --precision int8`: no int8 model "
-                                    "ships yet)",
+    precision: str = option("fp32", "crop-model precision: fp32, or int8 (--backend onnxruntime): the shipped int8 "
+                                    "BlazeHand (shared/weights/blazehand_full_int8), or --model_weights an int8 .onnx "
+                                    "from `components.export onnx --precision int8`",
                             metadata={"choices": ["fp32", "int8"]})
     device: str = option("cpu", "torch/onnxruntime device: cpu, cuda or auto")
     threads: int = option(1, "CPU threads for torch / onnxruntime (0 = the library's default, all cores). 1: on a "
