@@ -46,7 +46,7 @@ class OnnxExportConfig:
     num_gestures: int = option(NUM_GESTURES, "gesture classes of the hand model / classes of a timm classifier")
     precision: str = option("fp32", "fp32; fp16 (weights and math in half precision, for GPUs: slower on a CPU); "
                                     "int8 (ONNX Runtime static QDQ quantization calibrated on real hand crops, "
-                                    "BlazeHand and timm / G-MAE classifiers; needs --calibration_dir)",
+                                    "BlazeHand and timm classifiers; needs --calibration_dir)",
                       choices=["fp32", "fp16", "int8"])
     calibration_dir: list[str] = option([], "int8: folders of real photos of hands (or YOLO-pose datasets with "
                                             "keypoints, e.g. from components.autolabel) to calibrate on")
@@ -271,8 +271,8 @@ def export_onnx_stage(cfg: OnnxExportConfig, real_crops: Callable[..., Any] | No
                         "components.autolabel dataset); the int8 ranges are measured on them")
     classifier = cfg.model_type.startswith("timm:")
     if cfg.precision == "int8" and not (cfg.model_type.startswith("blazehand") or classifier):
-        raise UserError(f"--precision int8 is implemented for BlazeHand (the per-hand crop model) and the timm / "
-                        f"G-MAE crop classifiers, not {cfg.model_type}; export it with --precision fp32 (the palm "
+        raise UserError(f"--precision int8 is implemented for BlazeHand (the per-hand crop model) and the timm crop "
+                        f"classifiers, not {cfg.model_type}; export it with --precision fp32 (the palm "
                         "detector: docs/benchmarks.md, INT8, measured no faster in int8 on this CPU)")
     if cfg.precision == "int8" and classifier and cfg.qat_epochs:
         raise UserError("--qat_epochs: quantization-aware fine-tuning is implemented for BlazeHand; leave it out "

@@ -121,7 +121,7 @@ class QuantizeReport:
     speed_ms: dict[str, float] = field(default_factory=dict)  # fp32 / int8, batch 1
     failed: str = ""  # the first tolerance missed on a held-out set ("" = passed)
     seconds: float = 0.0
-    kind: str = "blazehand"  # or "classifier" (a timm / G-MAE hand-crop classifier: top-1 agreement)
+    kind: str = "blazehand"  # or "classifier" (a timm hand-crop classifier: top-1 agreement)
 
     @property
     def passed(self) -> bool:
@@ -432,7 +432,7 @@ def compare_classifier(out: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -
 
 def quantize_classifier(float_path: str | Path, out_path: str | Path, calibration: RealCrops,
                         tests: dict[str, RealCrops], cfg: QuantizeConfig | None = None) -> QuantizeReport:
-    """A timm / G-MAE hand-crop classifier (output `gesture_probs`): every convolution int8, the
+    """A timm hand-crop classifier (output `gesture_probs`): every convolution int8, the
     head in float (cfg.float_heads), ranges from the calibration crops, then verified against the
     float model on the held-out `tests`: top-1 agreement >= 1 - TOL_GESTURE on every set.
     `out_path` is written either way; check `report.passed` before using it."""
@@ -535,7 +535,7 @@ def quantize_stage(cfg, float_path: Path, out_path: Path, real_crops: CropReader
     agreement is held to tolerance instead), the table printed. `real_crops(folder, size=, limit=)` reads the crops
     (`shared.inference.real_crops.real_crops`, passed in by the caller). Returns the report as a
     dict; when a tolerance is missed its int8 file is renamed `<stem>_int8_rejected.onnx` and
-    `out_path` is not written. `kind="classifier"`: a timm / G-MAE classifier on `size` crops,
+    `out_path` is not written. `kind="classifier"`: a timm classifier on `size` crops,
     `quantize_classifier` (no fine-tuning, no gesture or pipeline checks: its own top-1 is the gesture)."""
     calibration = real_crops(cfg.calibration_dir, size=size, limit=cfg.calibration_limit)
     log(f"calibration: {len(calibration)} real hand crops from {calibration.images_read} photo(s) "
