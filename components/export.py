@@ -27,7 +27,7 @@ import argparse
 from pathlib import Path
 
 from shared.config import add_config_args, check_writable, load_config
-from shared.errors import run_cli
+from shared.errors import UserError, run_cli
 from shared.inference.gesture_eval import end_to_end_check
 from shared.inference.gestures import load_gesture_model
 from shared.inference.real_crops import real_crops
@@ -44,7 +44,8 @@ def _run_onnx(args: argparse.Namespace) -> int:
     int8 = cfg.precision == "int8"
     shipped = load_gesture_model("default") if int8 else None
     result = export_onnx_stage(cfg, real_crops, gestures=(lambda xy: shipped.predict(xy)[0]) if shipped else None,
-                               end_to_end=end_to_end_check(cfg.test_dir) if int8 else None)
+                               end_to_end=end_to_end_check(cfg.test_dir) if int8 else None,
+                               model=_fine_tuned_classifier(cfg))
     print(f"wrote {result.onnx_path} ({result.model_type}, {result.parameters:,} parameters, opset {result.opset}"
           f"{', dynamic batch' if result.dynamic_batch else ''})")
     if result.load_report:
@@ -59,6 +60,20 @@ def _run_onnx(args: argparse.Namespace) -> int:
         print(f"int8 model {result.onnx_path} (float model kept at {result.float_path})")
     print(f"summary: {result.summary_path}")
     return 0
+
+
+def _fine_tuned_classifier(cfg):
+    """A fine-tuned G-MAE classifier (`--model_type gmae_classifier_* --weights best.pt`), read from its
+    checkpoint (the size and switches it was trained with come from the file); None otherwise."""
+    if not cfg.model_type.startswith("gmae_classifier") or cfg.weights in ("", "none", "random"):
+        return None
+    from shared.training.callbacks import load_checkpoint
+
+    model, ckpt = load_checkpoint(cfg.weights)
+    if ckpt.get("model_name") and ckpt["model_name"] != cfg.model_type:
+        raise UserError(f"--weights {cfg.weights} holds {ckpt['model_name']}, not {cfg.model_type}; pass "
+                        f"--model_type {ckpt['model_name']}")
+    return model
 
 
 def _run_tensorrt(args: argparse.Namespace) -> int:

@@ -243,6 +243,45 @@ def test_pipeline_int8_step_quantizes_with_the_same_checks(photos, tmp_path):
     assert q["calibration_crops"] >= 20
 
 
+def test_gmae_classifier_exports_from_its_checkpoint_in_fp32_and_int8(photos, tmp_path, capsys):
+    # a fine-tuned G-MAE classifier (a portable best.pt; here a tiny one with a confident random head):
+    # its ONNX export matches PyTorch (ImageNet normalisation built in), and its int8 export is checked
+    # on real crops at its own 64-px input like any classifier
+    import torch
+
+    from shared.data.image_transforms import IMAGENET_MEAN, IMAGENET_STD
+    from shared.models.registry import create_model
+    from shared.training.callbacks import CHECKPOINT_FORMAT, save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("gmae_classifier_tiny", num_classes=5).eval()
+    torch.nn.init.normal_(model.head.weight, std=1.0)
+    ckpt = save_checkpoint({"format": CHECKPOINT_FORMAT, "model_name": "gmae_classifier_tiny",
+                            "model_kwargs": {"num_classes": 5}, "state_dict": model.state_dict(),
+                            "gesture_names": ["2_hands", "fist", "normal_hand", "pinch", "pointer"]},
+                           tmp_path / "best.pt")
+    common = ["onnx", "--model_type", "gmae_classifier_tiny", "--weights", str(ckpt), "--dynamic_batch"]
+    with pytest.raises(SystemExit) as done:
+        run_cli(export_main, [*common, "--output_path", str(tmp_path / "fp32" / "g.onnx"), "--verify"])
+    assert done.value.code == 0 and "verify gesture_probs" in capsys.readouterr().out
+    x = real_crops(photos["test"], size=64, limit=4).x
+    sess = ort.InferenceSession(str(tmp_path / "fp32" / "g.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+    with torch.no_grad():
+        want = torch.softmax(model((torch.from_numpy(x) - mean) / std), -1).numpy()
+    assert np.abs(got - want).max() < 1e-4
+    with pytest.raises(SystemExit) as done:
+        run_cli(export_main, [*common, "--output_path", str(tmp_path / "int8" / "g.onnx"), "--precision", "int8",
+                              "--calibration_dir", str(photos["cal"]), "--calibration_limit", "16",
+                              "--test_dir", str(photos["test"])])
+    q = json.loads((tmp_path / "int8" / "g.json").read_text())["quantization"]
+    assert q["kind"] == "classifier" and q["tests"]["test"]["crops"] >= 8
+    assert done.value.code == (0 if q["tests"]["test"]["top1_agreement"] >= 0.99 else 2)
+    ops = {n.op_type for n in onnx.load(q["int8_path"]).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
 def test_fp16_export_keeps_the_float_model(tmp_path, capsys):
     assert _export(tmp_path, "--precision", "fp16") == 0
     out = capsys.readouterr().out

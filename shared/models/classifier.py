@@ -48,14 +48,22 @@ class TimmClassifier(nn.Module):
 
 
 class ClassifierExport(nn.Module):
-    """Deployment view: class probabilities (`gesture_probs` in shared.models.specs)."""
+    """Deployment view: class probabilities (`gesture_probs` in shared.models.specs) of an RGB crop
+    in [0, 1]. `mean`/`std`: the input normalisation the model expects when it has none built in
+    (a G-MAE classifier, fine-tuned on ImageNet-normalised crops); a TimmClassifier has its own."""
 
-    def __init__(self, model: TimmClassifier) -> None:
+    def __init__(self, model: nn.Module, mean: tuple[float, ...] | None = None,
+                 std: tuple[float, ...] | None = None) -> None:
         super().__init__()
         self.model = model
+        self.normalize = mean is not None
+        if self.normalize:
+            self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+            self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(image), dim=-1)
+        x = (image - self.mean) / self.std if self.normalize else image
+        return torch.softmax(self.model(x), dim=-1)
 
 
 def _pretrained_cfg(name: str) -> object | None:

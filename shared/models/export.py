@@ -34,7 +34,8 @@ class OnnxExportConfig:
     model_type: str = option("blazehand_full", "registered model: blazehand_full|lite, blazepalm_full|lite, "
                                                "timm:<name>")
     weights: str = option("mediapipe", "'mediapipe', a .tflite, one of our .pth files, 'timm' (timm's "
-                                       "cached ImageNet weights) or 'none' (random init)")
+                                       "cached ImageNet weights), a G-MAE classifier's fine-tuned best.pt "
+                                       "(--model_type gmae_classifier_*) or 'none' (random init)")
     output_path: str = option("outputs/export/model.onnx", "where to write the .onnx file")
     img_size: int | None = option(None, "input side in pixels (default: the model's own, 224 hand / 192 palm)")
     batch_size: int = option(1, "batch size of the example input (the fixed batch without --dynamic_batch)")
@@ -46,7 +47,7 @@ class OnnxExportConfig:
     num_gestures: int = option(NUM_GESTURES, "gesture classes of the hand model / classes of a timm classifier")
     precision: str = option("fp32", "fp32; fp16 (weights and math in half precision, for GPUs: slower on a CPU); "
                                     "int8 (ONNX Runtime static QDQ quantization calibrated on real hand crops, "
-                                    "BlazeHand and timm classifiers; needs --calibration_dir)",
+                                    "BlazeHand and timm / G-MAE classifiers; needs --calibration_dir)",
                       choices=["fp32", "fp16", "int8"])
     calibration_dir: list[str] = option([], "int8: folders of real photos of hands (or YOLO-pose datasets with "
                                             "keypoints, e.g. from components.autolabel) to calibrate on")
@@ -113,14 +114,21 @@ def _build_model(model_type: str, weights: str | None, num_gestures: int) -> nn.
                             pretrained_weights=None if weights == "timm" else weights)
     if model_type.startswith("blazehand"):
         return create_model(model_type, num_gestures=num_gestures, pretrained_weights=weights)
+    if model_type.startswith("gmae_classifier"):
+        if weights:
+            raise UserError(f"--weights {weights}: a fine-tuned G-MAE classifier is read from its checkpoint by "
+                            "`python -m components.export` (or pass the loaded model to export_onnx_stage)")
+        return create_model(model_type, num_classes=num_gestures)
     return create_model(model_type, pretrained_weights=weights)
 
 
 def export_wrapper(model: nn.Module) -> nn.Module:
     """The deployment view of a model: outputs as in its spec."""
+    from shared.data.image_transforms import IMAGENET_MEAN, IMAGENET_STD
     from shared.models.blazehand import BlazeHand, BlazeHandExport
     from shared.models.blazepalm import BlazePalm, BlazePalmExport
     from shared.models.classifier import ClassifierExport, TimmClassifier
+    from shared.models.gmae import GMAEClassifier
 
     if isinstance(model, BlazeHand):
         return BlazeHandExport(model)
@@ -128,6 +136,8 @@ def export_wrapper(model: nn.Module) -> nn.Module:
         return BlazePalmExport(model)
     if isinstance(model, TimmClassifier):
         return ClassifierExport(model)
+    if isinstance(model, GMAEClassifier):  # fine-tuned on ImageNet-normalised crops (components.tasks.gmae_finetune)
+        return ClassifierExport(model, IMAGENET_MEAN, IMAGENET_STD)
     raise UserError(f"no export wrapper for {type(model).__name__}")
 
 
@@ -246,14 +256,16 @@ def gesture_head_trained(model: nn.Module, weights: str) -> bool | None:
 
 def export_onnx_stage(cfg: OnnxExportConfig, real_crops: Callable[..., Any] | None = None,
                       gestures: Callable[[np.ndarray], np.ndarray] | None = None,
-                      end_to_end: Callable[[Path], dict] | None = None) -> OnnxExportResult:
+                      end_to_end: Callable[[Path], dict] | None = None,
+                      model: nn.Module | None = None) -> OnnxExportResult:
     """Build, load, export, optionally verify; write `<output>.json` next to the model.
     `--precision int8` needs `real_crops` (the calibration crop reader) and checks gestures with
     `gestures` (landmarks -> gesture ids) and `end_to_end` (crop model -> the pipeline's gesture
     accuracy on labelled photos, `shared.inference.gesture_eval.end_to_end_check`) when given;
-    components.export passes all three."""
+    components.export passes all three. `model`: a model already loaded (a fine-tuned G-MAE
+    classifier read from its checkpoint) instead of building `cfg.model_type` with `cfg.weights`."""
     start = time.perf_counter()
-    model = build_model(cfg.model_type, cfg.weights, cfg.num_gestures).eval()
+    model = (model if model is not None else build_model(cfg.model_type, cfg.weights, cfg.num_gestures)).eval()
     if cfg.img_size and cfg.model_type.startswith("blazepalm") and cfg.img_size != model.img_size:
         raise UserError(f"--img_size {cfg.img_size}: the palm model's anchors are fixed to {model.img_size}")
     if cfg.batch_size < 1:
@@ -269,10 +281,10 @@ def export_onnx_stage(cfg: OnnxExportConfig, real_crops: Callable[..., Any] | No
     if cfg.precision == "int8" and not cfg.calibration_dir:
         raise UserError("--precision int8 needs --calibration_dir: a folder of real photos of hands (or a "
                         "components.autolabel dataset); the int8 ranges are measured on them")
-    classifier = cfg.model_type.startswith("timm:")
+    classifier = cfg.model_type.startswith(("timm:", "gmae_classifier"))
     if cfg.precision == "int8" and not (cfg.model_type.startswith("blazehand") or classifier):
-        raise UserError(f"--precision int8 is implemented for BlazeHand (the per-hand crop model) and the timm crop "
-                        f"classifiers, not {cfg.model_type}; export it with --precision fp32 (the palm "
+        raise UserError(f"--precision int8 is implemented for BlazeHand (the per-hand crop model) and the timm / "
+                        f"G-MAE crop classifiers, not {cfg.model_type}; export it with --precision fp32 (the palm "
                         "detector: docs/benchmarks.md, INT8, measured no faster in int8 on this CPU)")
     if cfg.precision == "int8" and classifier and cfg.qat_epochs:
         raise UserError("--qat_epochs: quantization-aware fine-tuning is implemented for BlazeHand; leave it out "

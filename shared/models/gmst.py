@@ -268,8 +268,13 @@ class MSCFFN(nn.Module):
     def forward(self, x: torch.Tensor, ids_keep: torch.Tensor | None, grid_hw: tuple[int, int]) -> torch.Tensor:
         h = self.fc1(x)  # [B, Lv, Hd]
         g = tokens_to_grid(h, ids_keep, grid_hw)  # [B, Hd, h, w], zeros at masked cells
-        weight, bias = self.fused_kernel()
-        y = depthwise_conv(g, weight, bias)  # [B, Hd, h, w]
+        if torch.onnx.is_in_onnx_export():
+            # The exporter cannot see the fused kernel's shape (a Pad of each branch): the branches one by one,
+            # the same sum up to float rounding.
+            y = sum(depthwise_conv(g, b.weight, b.bias) for b in self.branches)
+        else:
+            weight, bias = self.fused_kernel()
+            y = depthwise_conv(g, weight, bias)  # [B, Hd, h, w]
         y = grid_to_tokens(y, ids_keep)  # [B, Lv, Hd]: masked cells dropped (re-zeroed)
         return self.fc2(self.act(y))  # [B, Lv, D]
 

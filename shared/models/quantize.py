@@ -121,7 +121,7 @@ class QuantizeReport:
     speed_ms: dict[str, float] = field(default_factory=dict)  # fp32 / int8, batch 1
     failed: str = ""  # the first tolerance missed on a held-out set ("" = passed)
     seconds: float = 0.0
-    kind: str = "blazehand"  # or "classifier" (a timm hand-crop classifier: top-1 agreement)
+    kind: str = "blazehand"  # or "classifier" (a timm / G-MAE hand-crop classifier: top-1 agreement)
 
     @property
     def passed(self) -> bool:
@@ -286,9 +286,10 @@ def preprocess(float_path: str | Path, out_path: str | Path) -> Path:
 
 
 def fixed_float_nodes(layers: list[tuple[str, str]], cfg: QuantizeConfig) -> list[str]:
-    """The layers the recipe always keeps in float: the heads (cfg.float_heads) and the nodes of
-    cfg.float_modules (BlazeHand's; a model without such modules has none)."""
-    fixed = [n for n, op in layers if op in ("Gemm", "MatMul")] if cfg.float_heads else []
+    """The layers the recipe always keeps in float: the heads (cfg.float_heads: the Gemm nodes, i.e.
+    BlazeHand's five heads or a classifier's last layer; a transformer's in-block linears export as
+    MatMul and are quantized) and the nodes of cfg.float_modules (BlazeHand's; others have none)."""
+    fixed = [n for n, op in layers if op == "Gemm"] if cfg.float_heads else []
     return fixed + module_nodes(layers, cfg.float_modules)
 
 
@@ -432,8 +433,8 @@ def compare_classifier(out: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -
 
 def quantize_classifier(float_path: str | Path, out_path: str | Path, calibration: RealCrops,
                         tests: dict[str, RealCrops], cfg: QuantizeConfig | None = None) -> QuantizeReport:
-    """A timm hand-crop classifier (output `gesture_probs`): every convolution int8, the
-    head in float (cfg.float_heads), ranges from the calibration crops, then verified against the
+    """A timm or G-MAE hand-crop classifier (output `gesture_probs`): every convolution and matrix
+    product int8, the head in float (cfg.float_heads), ranges from the calibration crops, then verified against the
     float model on the held-out `tests`: top-1 agreement >= 1 - TOL_GESTURE on every set.
     `out_path` is written either way; check `report.passed` before using it."""
     cfg = cfg or QuantizeConfig(float_modules=[])
@@ -466,7 +467,7 @@ def describe_speed(report: QuantizeReport) -> list[str]:
 def describe(report: QuantizeReport) -> list[str]:
     """The verification table and the float layers, as printed by components.export."""
     if report.kind == "classifier":
-        lines = [f"int8: calibrated on {report.calibration_crops} real crops; every convolution int8"
+        lines = [f"int8: calibrated on {report.calibration_crops} real crops; every convolution and matrix product int8"
                  f"{', the head in float' if report.config['float_heads'] else ''}",
                  "held-out crops, int8 vs fp32:",
                  "| set | crops | top-1 agree | mean abs prob diff | max abs prob diff |", "|---|---|---|---|---|"]
@@ -535,7 +536,7 @@ def quantize_stage(cfg, float_path: Path, out_path: Path, real_crops: CropReader
     agreement is held to tolerance instead), the table printed. `real_crops(folder, size=, limit=)` reads the crops
     (`shared.inference.real_crops.real_crops`, passed in by the caller). Returns the report as a
     dict; when a tolerance is missed its int8 file is renamed `<stem>_int8_rejected.onnx` and
-    `out_path` is not written. `kind="classifier"`: a timm classifier on `size` crops,
+    `out_path` is not written. `kind="classifier"`: a timm / G-MAE classifier on `size` crops,
     `quantize_classifier` (no fine-tuning, no gesture or pipeline checks: its own top-1 is the gesture)."""
     calibration = real_crops(cfg.calibration_dir, size=size, limit=cfg.calibration_limit)
     log(f"calibration: {len(calibration)} real hand crops from {calibration.images_read} photo(s) "

@@ -81,6 +81,10 @@ def spec_for(model_type: str, model: object | None = None, img_size: int | None 
     if model_type.startswith("timm:"):
         return classifier_spec(model_type, img_size or getattr(model, "img_size", 224),
                                getattr(model, "num_classes", NUM_GESTURES))
+    if model_type.startswith("gmae_classifier"):  # G-MAE's fine-tuned classifier (shared.models.gmae)
+        cfg = getattr(model, "cfg", None)
+        return classifier_spec(model_type, img_size or (cfg.encoder.img_size if cfg else 224),
+                               cfg.num_classes if cfg else NUM_GESTURES)
     raise KeyError(f"no tensor spec for model type {model_type!r}")
 
 
