@@ -84,6 +84,8 @@ def test_int8_export_that_misses_the_tolerance_is_not_written(photos, tmp_path, 
     assert code == 2 and "error:" in err and "misses a tolerance" in err and "px" in err
     assert not (tmp_path / "hand.onnx").exists()  # never a silently degraded model
     assert (tmp_path / "hand_fp32.onnx").is_file() and (tmp_path / "hand_int8_rejected.onnx").is_file()
+    rejected = json.loads((tmp_path / "hand_int8_rejected.json").read_text())  # says what it is and why not
+    assert rejected["gesture_head_trained"] is False and "px" in rejected["rejected"]
     summary = json.loads((tmp_path / "hand.json").read_text())
     assert summary["precision"] == "int8" and summary["quantization"]["passed"] is False
 

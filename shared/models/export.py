@@ -327,6 +327,10 @@ def export_onnx_stage(cfg: OnnxExportConfig, real_crops: Callable[..., Any] | No
         float_path=str(path) if path != final else "", quantization=quantization, gesture_head_trained=head)
     Path(result.summary_path).write_text(json.dumps(asdict(result), indent=2))
     if quantization.get("failed"):
+        # the rejected file keeps a summary of its own: what it is (a user may still run it to look) and why not
+        Path(quantization["int8_path"]).with_suffix(".json").write_text(json.dumps(
+            {"onnx_path": quantization["int8_path"], "model_type": cfg.model_type, "weights": cfg.weights,
+             "precision": "int8", "gesture_head_trained": head, "rejected": quantization["failed"]}, indent=2))
         raise UserError(f"{final}: not written: the int8 model misses a tolerance on held-out real crops "
                         f"({quantization['failed']}); the float model is {path}, the rejected int8 model "
                         f"{quantization['int8_path']}, the report {result.summary_path}. "
