@@ -25,7 +25,7 @@ import torch
 from benchmarks.common import print_table, write_results
 
 DEFAULT_MODELS = ("blazehand_full", "blazehand_lite", "blazepalm_full", "blazepalm_lite",
-                  "timm:mobilenetv3_small_100")
+                  "timm:mobilenetv3_small_100", "gmae_classifier_small")
 
 
 def _time(fn, iters: int, warmup: int) -> dict[str, float]:
