@@ -35,7 +35,7 @@ from shared.errors import UserError
 from shared.geometry import Roi
 from shared.hand import NUM_KEYPOINTS
 from shared.inference.triton_client import TritonRunner
-from shared.models.registry import create_model, resolve_name
+from shared.models.registry import create_model, no_gesture_head, resolve_name
 from shared.models.specs import spec_for
 from shared.tensors import run_batched
 
@@ -358,8 +358,7 @@ def gesture_trained_from_summary(onnx_path: Path) -> bool:
         return True
     if "gesture_head_trained" in info:
         return bool(info["gesture_head_trained"])
-    weights = str(info.get("weights", ""))
-    return not (weights in ("mediapipe", "none", "") or weights.endswith(".tflite"))
+    return not no_gesture_head(info.get("weights", ""))
 
 
 def _gesture_head_trained(ref: ModelRef) -> bool:

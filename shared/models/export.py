@@ -25,7 +25,7 @@ from shared.errors import UserError
 from shared.hand import NUM_GESTURES
 from shared.models.qat import QatConfig, distill_for_int8
 from shared.models.quantize import FLOAT_MODULES, quantize_stage
-from shared.models.registry import create_model, resolve_name
+from shared.models.registry import create_model, no_gesture_head, resolve_name
 from shared.models.specs import ModelSpec, spec_for
 
 
@@ -248,7 +248,7 @@ def gesture_head_trained(model: nn.Module, weights: str) -> bool | None:
     """BlazeHand: whether `weights` gave it a trained gesture head (None: not a BlazeHand)."""
     if not hasattr(model, "gesture"):
         return None
-    if weights in ("mediapipe", "none", "random", "") or str(weights).endswith(".tflite"):
+    if no_gesture_head(weights):
         return False
     report = getattr(model, "load_report", None)
     return not any(k.startswith("gesture.") for k in getattr(report, "missing_keys", []))
@@ -300,17 +300,23 @@ def export_onnx_stage(cfg: OnnxExportConfig, real_crops: Callable[..., Any] | No
         diffs = verify_onnx(path, wrapper, spec, batch_size=cfg.batch_size + 1 if cfg.dynamic_batch else cfg.batch_size)
     quantization: dict = {}
     head = gesture_head_trained(model, cfg.weights)
+
+    def side_summary(onnx_path: str | Path, precision: str, **extra: Any) -> None:
+        """`<file>.json` beside an ONNX file other than the output: what it is, and whether its gesture
+        head was trained (shared.inference.backends reads that when the file is run)."""
+        Path(onnx_path).with_suffix(".json").write_text(json.dumps(
+            {"onnx_path": str(onnx_path), "model_type": cfg.model_type, "weights": cfg.weights,
+             "precision": precision, "gesture_head_trained": head, **extra}, indent=2))
+
     if path != final:
-        # The kept float model gets its own summary: what it is, and whether its gesture head was trained
-        # (the int8 check below runs the pipeline on it, and so may a user).
-        Path(path).with_suffix(".json").write_text(json.dumps(
-            {"onnx_path": str(path), "model_type": cfg.model_type, "weights": cfg.weights, "precision": "fp32",
-             "dynamic_batch": cfg.dynamic_batch, "gesture_head_trained": head}, indent=2))
+        # The kept float model gets its own summary (the int8 check below runs the pipeline on it, and so may
+        # a user).
+        side_summary(path, "fp32", dynamic_batch=cfg.dynamic_batch)
     if cfg.precision == "fp16":
         diffs["fp16"] = to_fp16(path, final)
     elif cfg.precision == "int8":
         tune = (lambda x, val: int8_fine_tune(model, spec, cfg, x, val, final)) if cfg.qat_epochs else None
-        final.with_suffix(".json").write_text(json.dumps({"weights": cfg.weights, "gesture_head_trained": head}))
+        side_summary(final, "int8")  # for the checks that run it; the full summary replaces it below
         if classifier:
             quantization = quantize_stage(cfg, path, final, real_crops, kind="classifier", size=spec.img_size)
         else:
@@ -328,9 +334,7 @@ def export_onnx_stage(cfg: OnnxExportConfig, real_crops: Callable[..., Any] | No
     Path(result.summary_path).write_text(json.dumps(asdict(result), indent=2))
     if quantization.get("failed"):
         # the rejected file keeps a summary of its own: what it is (a user may still run it to look) and why not
-        Path(quantization["int8_path"]).with_suffix(".json").write_text(json.dumps(
-            {"onnx_path": quantization["int8_path"], "model_type": cfg.model_type, "weights": cfg.weights,
-             "precision": "int8", "gesture_head_trained": head, "rejected": quantization["failed"]}, indent=2))
+        side_summary(quantization["int8_path"], "int8", rejected=quantization["failed"])
         raise UserError(f"{final}: not written: the int8 model misses a tolerance on held-out real crops "
                         f"({quantization['failed']}); the float model is {path}, the rejected int8 model "
                         f"{quantization['int8_path']}, the report {result.summary_path}. "

@@ -33,6 +33,13 @@ def resolve_name(name: str) -> str:
     return ALIASES.get(name, name)
 
 
+def no_gesture_head(weights: str) -> bool:
+    """Weights that leave BlazeHand's gesture head untrained: MediaPipe's (by name or its .tflite) or
+    none at all. The export summary records it; the pipeline then reads the gesture from the landmarks."""
+    weights = str(weights)
+    return weights in ("mediapipe", "none", "random", "") or weights.endswith(".tflite")
+
+
 def list_models() -> list[str]:
     return sorted(MODELS) + ["timm:<name>"]
 
