@@ -67,6 +67,9 @@ def _fine_tuned_classifier(cfg):
     checkpoint (the size and switches it was trained with come from the file); None otherwise."""
     if not cfg.model_type.startswith("gmae_classifier") or cfg.weights in ("", "none", "random"):
         return None
+    if cfg.weights == "mediapipe":  # the export's default, which only the blaze* models have
+        raise UserError(f"--model_type {cfg.model_type} needs --weights: the best.pt of its fine-tuning "
+                        "(python -m components.train gmae_finetune ...), or 'none' for random weights")
     from shared.training.callbacks import load_checkpoint
 
     model, ckpt = load_checkpoint(cfg.weights)

@@ -262,6 +262,10 @@ def test_gmae_classifier_exports_from_its_checkpoint_in_fp32_and_int8(photos, tm
                             "model_kwargs": {"num_classes": 5}, "state_dict": model.state_dict(),
                             "gesture_names": ["2_hands", "fist", "normal_hand", "pinch", "pointer"]},
                            tmp_path / "best.pt")
+    with pytest.raises(SystemExit) as done:  # the export's default weights are MediaPipe's: one clear error
+        run_cli(export_main, ["onnx", "--model_type", "gmae_classifier_tiny",
+                              "--output_path", str(tmp_path / "x.onnx")])
+    assert done.value.code == 2 and "needs --weights: the best.pt" in capsys.readouterr().err
     common = ["onnx", "--model_type", "gmae_classifier_tiny", "--weights", str(ckpt), "--dynamic_batch"]
     with pytest.raises(SystemExit) as done:
         run_cli(export_main, [*common, "--output_path", str(tmp_path / "fp32" / "g.onnx"), "--verify"])
