@@ -12,8 +12,10 @@ The same frames go through
 - ours: PyTorch and ONNX Runtime, tracking mode (ROIs from the last landmarks, detector
   skipped while every hand is followed) and static mode (detector every frame), with
   the time per stage: detector / crops / crop model / post / tracker;
-- ours with the INT8 crop model (`--precision int8`: the shipped one, or `--int8_model`; ONNX
-  Runtime; same palm detector);
+- ours on OpenVINO (`--backend openvino`: the same fp32 networks, palm detector included);
+- ours with the INT8 crop model (`--precision int8`: the shipped one, or `--int8_model` /
+  `--openvino_int8_model`) on ONNX Runtime and on OpenVINO, each beside the same runtime's fp32
+  palm detector;
 - MediaPipe Hands 0.10.21 (`mp.solutions.hands`, model_complexity=1, max_num_hands =
   hands in the scene), tracking (`static_image_mode=False`) and static, in its own venv
   (`.venv-mediapipe`, created on first use; see benchmarks/mediapipe_peer.py).
@@ -144,11 +146,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds over all scenarios")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for ours (MediaPipe desktop: 1)")
-    parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"])
+    parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "openvino"],
+                        help="openvino is left out where it does not import")
     parser.add_argument("--hands", nargs="+", type=int, default=[1, 4])
     parser.add_argument("--int8_model", default=str(INT8_MODEL_DEFAULT),
                         help="an int8 BlazeHand .onnx (components.export --precision int8): adds the 'onnxruntime "
                              "int8' rows (--precision int8); default: the shipped one; skipped when the file is absent")
+    parser.add_argument("--openvino_int8_model", default="",
+                        help="an int8 BlazeHand .onnx for the 'openvino int8' rows (e.g. components.export --precision "
+                             "int8 --runtime openvino --quantizer nncf); default: --int8_model, which runs on both")
     parser.add_argument("--no_mediapipe", action="store_true", help="skip the MediaPipe peer")
     args = parser.parse_args()
 
@@ -168,13 +174,20 @@ def main() -> None:
             mp_error = str(exc)
             print(f"warning: {exc}; measuring ours only")
 
+    if "openvino" in args.backends:
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            print("warning: openvino does not import; measuring without it")
+            args.backends.remove("openvino")
     models = {b: (create_detector("blazepalm", backend=b, max_detections=4, threads=args.threads),
                   create_crop_model(b, ModelRef("blazehand", "mediapipe", img_size=224, threads=args.threads)))
               for b in args.backends}
-    int8 = Path(args.int8_model) if args.int8_model and Path(args.int8_model).is_file() else None
-    if int8 is not None and "onnxruntime" in args.backends:  # the same palm detector; the int8 crop model
-        models["onnxruntime int8"] = (models["onnxruntime"][0], create_crop_model(
-            "onnxruntime", ModelRef("blazehand", str(int8), img_size=224, threads=args.threads)))
+    int8_files = {"onnxruntime": args.int8_model, "openvino": args.openvino_int8_model or args.int8_model}
+    int8_files = {b: Path(f) for b, f in int8_files.items() if f and Path(f).is_file() and b in args.backends}
+    for b, int8 in int8_files.items():  # the same fp32 palm detector; the int8 crop model
+        models[f"{b} int8"] = (models[b][0], create_crop_model(
+            b, ModelRef("blazehand", str(int8), img_size=224, threads=args.threads)))
     sequences = {n: make_frames(n, args.frames) for n in args.hands}
     # components.infer with no flags: a --video is tracked, a folder of photos is static.
     defaults = {mode: pipeline_config(InferConfig(**({"video": "clip.mp4"} if mode == "tracking" else
@@ -237,21 +250,24 @@ def main() -> None:
     # detection needs matching; all after the crop model) on the backend the goals above use.
     # Its compute alone is in benchmarks/tracking.py; here it also pays for bringing its code
     # back into the CPU caches the model evicted (see shared/tracking/kernels.py).
-    # INT8 (#15): ours int8 / MediaPipe per frame, tracking (goal <= 0.6) and static (<= 0.7).
-    for n in args.hands:
-        for mode, limit in (("tracking", 0.6), ("static", 0.7)):
-            ours, theirs = find("ours", "onnxruntime int8", mode, n), find("mediapipe", "tflite+xnnpack", mode, n)
-            if ours is not None and theirs is not None:
-                ratio = ours["total"] / max(theirs["total"], 1e-9)
-                goals[f"int8_{n}_hand_{mode}_ratio_to_mediapipe"] = round(ratio, 3)
-                goals[f"int8_{n}_hand_{mode}_ok"] = ratio <= limit
+    # INT8 (#15): ours int8 / MediaPipe per frame, tracking (goal <= 0.6) and static (<= 0.7), per runtime.
+    for runtime in int8_files:
+        prefix = "int8" if runtime == "onnxruntime" else f"{runtime}_int8"
+        for n in args.hands:
+            for mode, limit in (("tracking", 0.6), ("static", 0.7)):
+                ours = find("ours", f"{runtime} int8", mode, n)
+                theirs = find("mediapipe", "tflite+xnnpack", mode, n)
+                if ours is not None and theirs is not None:
+                    ratio = ours["total"] / max(theirs["total"], 1e-9)
+                    goals[f"{prefix}_{n}_hand_{mode}_ratio_to_mediapipe"] = round(ratio, 3)
+                    goals[f"{prefix}_{n}_hand_{mode}_ok"] = ratio <= limit
     tracker_4 = find("ours", best, "tracking", 4)
     if tracker_4 is not None:
         goals["tracker_ms_4_hands"] = round(tracker_4["tracker"], 3)
         goals["tracker_ok"] = goals["tracker_ms_4_hands"] < 0.2
     print("\ngoals:", json.dumps(goals))
     write_results("latency", {
-        "settings": {"int8_model": str(int8) if int8 else None,
+        "settings": {"int8_models": {b: str(f) for b, f in int8_files.items()},
                      "frames": args.frames, "warmup": args.warmup, "repeats": args.repeats, "threads": args.threads,
                      "canvas": list(CANVAS), "mediapipe": "0.10.21 model_complexity=1" if mp_python else mp_error,
                      "infer_defaults": {"backend": defaults["tracking"].backend,

@@ -44,7 +44,7 @@ def _run_onnx(args: argparse.Namespace) -> int:
     int8 = cfg.precision == "int8"
     shipped = load_gesture_model("default") if int8 else None
     result = export_onnx_stage(cfg, real_crops, gestures=(lambda xy: shipped.predict(xy)[0]) if shipped else None,
-                               end_to_end=end_to_end_check(cfg.test_dir) if int8 else None,
+                               end_to_end=end_to_end_check(cfg.test_dir, backend=cfg.runtime) if int8 else None,
                                model=_fine_tuned_classifier(cfg))
     print(f"wrote {result.onnx_path} ({result.model_type}, {result.parameters:,} parameters, opset {result.opset}"
           f"{', dynamic batch' if result.dynamic_batch else ''})")

@@ -24,7 +24,7 @@ SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hagri
 
 
 def test_int8_on_a_backend_without_it_is_one_error():
-    with pytest.raises(UserError, match="backend onnxruntime"):
+    with pytest.raises(UserError, match="backend openvino .* or onnxruntime"):
         HandPipeline(PipelineConfig(precision="int8", backend="torch"))
     with pytest.raises(UserError, match="components.deploy --precision int8"):
         crop_model_weights("blazehand", "mediapipe", "int8", "triton")
@@ -38,7 +38,7 @@ def test_int8_on_a_backend_without_it_is_one_error():
 
 def test_int8_without_the_shipped_model_says_how_to_get_one(monkeypatch, tmp_path):
     # a copy without the shipped file (e.g. a sparse checkout): one error naming the file and the fix
-    monkeypatch.setattr(backends, "INT8_MODEL", tmp_path / "missing" / "model.onnx")
+    monkeypatch.setattr(backends, "INT8_DIR", tmp_path / "missing")
     for make in (lambda: HandPipeline(PipelineConfig(precision="int8")),
                  lambda: hand_model_onnx(DeployConfig(precision="int8"))):
         with pytest.raises(UserError, match="shipped int8 BlazeHand .*missing.*make int8-model.*--precision int8"):

@@ -116,18 +116,19 @@ class ModelRef:
 
         return default_cache_dir().parent / "exports"
 
-    def cache_key(self) -> str:
+    def cache_key(self, native_prelu: bool = False) -> str:
         if self.weights == "mediapipe":
             ident = "mediapipe"
         else:
             st = Path(self.weights).stat()
             ident = f"{Path(self.weights).resolve()}|{st.st_size}|{st.st_mtime_ns}"
         name = resolve_name(self.model_type)
-        text = f"{name}|{ident}|{self.img_size}|static-pads|clamp-prelu"
+        text = f"{name}|{ident}|{self.img_size}|static-pads|{'prelu' if native_prelu else 'clamp-prelu'}"
         return f"{name}_{self.img_size}_{hashlib.sha1(text.encode()).hexdigest()[:12]}"
 
-    def onnx_path(self) -> Path:
-        """The model as ONNX: the given file, or exported once into the cache."""
+    def onnx_path(self, native_prelu: bool = False) -> Path:
+        """The model as ONNX: the given file, or exported once into the cache. `native_prelu`: PReLU
+        as one op (OpenVINO fuses it into the convolution; ONNX Runtime wants it as clamps)."""
         if self.suffix == ".onnx":
             path = Path(self.weights)
             if not path.is_file():
@@ -135,21 +136,23 @@ class ModelRef:
             return path
         if self.weights != "mediapipe" and not Path(self.weights).is_file():  # before its stat() in cache_key
             raise UserError(f"{self.weights}: weights file not found; pass an existing .pth or 'mediapipe'")
-        path = self.cache_dir() / f"{self.cache_key()}.onnx"
+        path = self.cache_dir() / f"{self.cache_key(native_prelu)}.onnx"
         if not path.is_file():
-            export_onnx(self.export_module(), self.spec(), path)
+            export_onnx(self.export_module(), self.spec(), path, native_prelu=native_prelu)
         return path
 
 
-# Where an INT8 crop model would ship (MediaPipe's BlazeHand full, `make int8-model`) once one passes
-# the export's tolerances on real photos of other people; none does yet (docs/benchmarks.md, INT8).
+# The shipped INT8 crop model (MediaPipe's BlazeHand full, `make int8-model`): one QDQ file that passed the
+# export's tolerances on real photos of other people on both runtimes (model.json: ONNX Runtime,
+# openvino.json: OpenVINO; its model card beside it).
 INT8_DIR = Path(__file__).resolve().parents[1] / "weights" / "blazehand_full_int8"
 INT8_MODEL = INT8_DIR / "model.onnx"
+INT8_RUNTIMES = ("onnxruntime", "openvino")
 
 
 def crop_model_weights(model_type: str, weights: str, precision: str, backend: str) -> str:
-    """The crop-model weights to run for `precision`: fp32 keeps `weights`; int8 runs an int8 .onnx
-    (the one given, or the shipped one for MediaPipe's BlazeHand full) on ONNX Runtime."""
+    """The crop-model weights to run for `precision`: fp32 keeps `weights`; int8 runs an int8 .onnx (the
+    one given, or the one shipped for MediaPipe's BlazeHand full) on OpenVINO or ONNX Runtime."""
     if precision == "fp32":
         return weights
     if precision != "int8":
@@ -157,26 +160,30 @@ def crop_model_weights(model_type: str, weights: str, precision: str, backend: s
     if backend == "triton":
         raise UserError("--precision int8 with --backend triton: the server runs what was deployed; deploy with "
                         "`python -m components.deploy --precision int8` and leave --precision out here")
-    if backend != "onnxruntime":
-        raise UserError(f"--precision int8 runs on --backend onnxruntime (ONNX Runtime's int8 kernels), not {backend}")
+    if backend not in INT8_RUNTIMES:
+        raise UserError(f"--precision int8 runs on --backend openvino (fastest on a CPU) or onnxruntime (their int8 "
+                        f"kernels), not {backend}")
     if Path(weights).suffix.lower() == ".onnx":
         return weights  # the user's own int8 export
     if weights != "mediapipe":
         raise UserError(f"--precision int8 with --model_weights {weights}: quantize it first (python -m "
-                        "components.export onnx --precision int8 --weights ... --calibration_dir PHOTOS) and pass "
-                        "the int8 .onnx as --model_weights")
+                        "components.export onnx --precision int8 --weights ... --calibration_dir PHOTOS"
+                        f"{' --runtime openvino' if backend == 'openvino' else ''}) and pass the int8 .onnx as "
+                        "--model_weights")
     if resolve_name(model_type) != "blazehand_full":
         raise UserError(f"--precision int8 ships for blazehand (full) only, not {model_type}; export your own "
                         "with components.export --precision int8")
-    if not INT8_MODEL.is_file():
-        raise UserError(f"--precision int8: the shipped int8 BlazeHand {INT8_MODEL} is missing from this copy; "
-                        "rebuild it with `make int8-model`, or export your own and pass it: python -m "
+    model = INT8_DIR / "model.onnx"  # read here: a test points INT8_DIR elsewhere
+    if not model.is_file():
+        raise UserError(f"--precision int8: the shipped int8 BlazeHand {model} is missing from this "
+                        "copy; rebuild it with `make int8-model`, or export your own and pass it: python -m "
                         "components.export onnx --precision int8 --dynamic_batch --calibration_dir PHOTOS --test_dir "
-                        "OTHER_PEOPLE --output_path hand_int8.onnx, then --model_weights hand_int8.onnx")
-    return str(INT8_MODEL)
+                        f"OTHER_PEOPLE --runtime {backend} --output_path hand_int8.onnx, then --model_weights "
+                        "hand_int8.onnx")
+    return str(model)
 
 
-def export_onnx(module: Any, spec: Any, path: str | Path, opset: int = 17) -> Path:
+def export_onnx(module: Any, spec: Any, path: str | Path, opset: int = 17, native_prelu: bool = False) -> Path:
     """Export an export-wrapper module to ONNX with a dynamic batch axis, atomically (two
     processes exporting the same cache entry never see half a file). The export itself is
     `shared.models.export.export_onnx`."""
@@ -186,7 +193,7 @@ def export_onnx(module: Any, spec: Any, path: str | Path, opset: int = 17) -> Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}.onnx")
     print(f"exporting {spec.model_type} to ONNX (once): {path}", file=sys.stderr)
-    export_model(module, spec, tmp, dynamic_batch=True, opset=opset)
+    export_model(module, spec, tmp, dynamic_batch=True, opset=opset, prelu_as_clamps=not native_prelu)
     tmp.replace(path)
     return path
 
@@ -254,6 +261,29 @@ class OnnxRunner:
         return dict(zip(self.output_names, outs))
 
 
+class OpenVinoRunner:
+    """The ONNX file on OpenVINO's CPU runtime (`shared.models.openvino_int8.OpenVinoModel`): the
+    same fp32 answers as ONNX Runtime (~1e-4 px on crops), faster per call on x86 (its depthwise and
+    fused PReLU kernels), and the faster runtime of int8 files. One crop a call: on 1 thread a batch
+    is no faster per crop here (BlazeHand fp32 7.2 ms at batch 1, 7.0 at 3), and every new batch size
+    would cost a compilation (~0.3 s) in the middle of a stream; the one model is compiled up front."""
+
+    name = "openvino"
+    max_batch = 1
+
+    def __init__(self, ref: ModelRef) -> None:
+        from shared.models.openvino_int8 import OpenVinoModel  # optional runtime: only when chosen
+
+        if ref.device not in ("cpu", "auto"):
+            raise UserError(f"--backend openvino runs on the CPU; --device {ref.device} is for torch / onnxruntime")
+        self.model = OpenVinoModel(ref.onnx_path(native_prelu=True), ref.threads)
+        self.output_names = self.model.output_names
+        self.model.compile(1)
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return self.model(x)
+
+
 def tensorrt_available() -> bool:
     """TensorRT and a CUDA buffer library import (see `shared.models.tensorrt`)."""
     from shared.models.tensorrt import tensorrt_available as available  # optional GPU runtime: only when asked
@@ -291,6 +321,7 @@ def _triton_runner(ref: ModelRef) -> Runner:
 RUNNERS: dict[str, Callable[[ModelRef], Runner]] = {
     "torch": TorchRunner,
     "onnxruntime": OnnxRunner,
+    "openvino": OpenVinoRunner,
     "tensorrt": TensorRTRunner,
     "triton": _triton_runner,  # a network served by Triton (url: ModelRef.options["url"] / $TRITON_URL)
 }

@@ -114,11 +114,12 @@ def match_hands(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return out
 
 
-def end_to_end_check(test_dirs: list[str], **pipeline_options):
+def end_to_end_check(test_dirs: list[str], backend: str = "onnxruntime", **pipeline_options):
     """For the INT8 export's verification (`shared.models.quantize.EndToEnd`): a function crop-model
     ONNX file -> {test set: accuracy, labelled hands, hands found per photo} of the static pipeline
     (MediaPipe's palm detector, that crop model, the shipped gesture model) on the labelled photos
-    of `test_dirs` (HaGRID layout or a YOLO export; folders of unlabelled photos are left out).
+    of `test_dirs` (HaGRID layout or a YOLO export; folders of unlabelled photos are left out), both
+    networks on `backend` (the runtime the int8 file is made for: onnxruntime or openvino).
     None when no folder is labelled."""
     from pathlib import Path
 
@@ -137,7 +138,7 @@ def end_to_end_check(test_dirs: list[str], **pipeline_options):
         return None
 
     def run(model_path) -> dict[str, dict]:
-        pipe = HandPipeline(PipelineConfig(static=True, backend="onnxruntime", model_weights=str(model_path),
+        pipe = HandPipeline(PipelineConfig(static=True, backend=backend, model_weights=str(model_path),
                                            **pipeline_options))
         out = {}
         for name, samples in sets.items():

@@ -64,7 +64,7 @@ from shared.tracking import HandTracker, TrackerConfig
 # move little when fingers bend, so the ROI does not breathe with every gesture.
 PALM_LANDMARKS = (0, 1, 2, 3, 5, 6, 9, 10, 13, 14, 17, 18)
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt", "triton")
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt", "triton")
 MODEL_TYPES = ("blazehand", "blazehand_full", "blazehand_lite")
 
 
@@ -82,14 +82,17 @@ class PipelineConfig(TrackerConfig):
     model_weights: str = option("mediapipe", "crop-model weights: 'mediapipe', a .pth (or .onnx/.engine for "
                                              "those backends)")
     backend: str = option("onnxruntime", "network runtime: onnxruntime (default: the same weights exported to ONNX "
-                                         "once into work_dir; 2.5-3.6x faster than torch per frame on CPU), torch, "
-                                         "tensorrt or triton", metadata={"choices": list(BACKENDS)})
-    precision: str = option("fp32", "crop-model precision: fp32, or int8 (--backend onnxruntime): the shipped int8 "
-                                    "BlazeHand (shared/weights/blazehand_full_int8), or --model_weights an int8 .onnx "
-                                    "from `components.export onnx --precision int8`",
+                                         "once into work_dir; 2.5-3.6x faster than torch per frame on CPU), openvino "
+                                         "(the same ONNX files on OpenVINO's CPU runtime: the same answers, faster on "
+                                         "x86, the fastest int8), torch, tensorrt or triton",
+                          metadata={"choices": list(BACKENDS)})
+    precision: str = option("fp32", "crop-model precision: fp32, or int8 (--backend openvino or onnxruntime): the "
+                                    "shipped int8 BlazeHand (shared/weights/blazehand_full_int8, verified on both), or "
+                                    "--model_weights an int8 .onnx from `components.export onnx --precision int8`",
                             metadata={"choices": ["fp32", "int8"]})
     device: str = option("cpu", "torch/onnxruntime device: cpu, cuda or auto")
-    threads: int = option(1, "CPU threads for torch / onnxruntime (0 = the library's default, all cores). 1: on a "
+    threads: int = option(1, "CPU threads for torch / onnxruntime / openvino (0 = the library's default, all "
+                             "cores). 1: on a "
                              "2-core machine one stream runs as fast as on 2 with onnxruntime (within 10%) and "
                              "torch's 2 threads stall when other processes share the cores (README, Latency); "
                              "MediaPipe uses 1 on desktop")

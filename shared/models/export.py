@@ -24,7 +24,7 @@ from shared.config import option
 from shared.errors import UserError
 from shared.hand import NUM_GESTURES
 from shared.models.qat import QatConfig, distill_for_int8
-from shared.models.quantize import FLOAT_MODULES, quantize_stage
+from shared.models.quantize import QUANTIZERS, RUNTIMES, default_float_modules, quantize_stage
 from shared.models.registry import create_model, no_gesture_head, resolve_name
 from shared.models.specs import ModelSpec, spec_for
 
@@ -56,9 +56,18 @@ class OnnxExportConfig:
     calibration_limit: int = option(1024, "int8: use at most this many calibration crops (ranges from 1,000 crops "
                                           "held where 300 flipped a borderline hand's presence)", min=8)
     test_limit: int = option(128, "int8: verify on at most this many crops per --test_dir", min=1)
-    float_modules: list[str] = option(list(FLOAT_MODULES), "int8: BlazeHand modules kept in float "
-                                      "('none' = every convolution int8): its first, high-resolution layers hold "
-                                      "most of the error and none of the speed-up (shared.models.quantize)")
+    runtime: str = option("onnxruntime", "int8: the runtime the file is verified and timed on: onnxruntime or "
+                                         "openvino (run it with --backend openvino: its int8 kernels are the faster "
+                                         "ones on this CPU)", choices=list(RUNTIMES))
+    quantizer: str = option("onnxruntime", "int8: who places the QDQ nodes: onnxruntime (static quantization with "
+                                           "the per-layer sweep; the file runs well on both runtimes) or nncf (NNCF's "
+                                           "post-training quantization for OpenVINO: 10 % faster there, slow on ONNX "
+                                           "Runtime)", choices=list(QUANTIZERS))
+    float_modules: list[str] = option(["auto"], "int8: BlazeHand modules kept in float ('none' = every convolution "
+                                      "int8; 'auto' = the quantizer's measured default: stem, first_block, "
+                                      "blocks.0-2 for onnxruntime, stem, first_block for nncf): its first, "
+                                      "high-resolution layers hold most of the error and little of the speed-up "
+                                      "(shared.models.quantize)")
     qat_epochs: int = option(0, "int8: quantization-aware fine-tuning epochs on the calibration crops, the float "
                                 "model as teacher (shared.models.qat); 0 = post-training quantization. Measured "
                                 "all-int8: 2.1 -> 1.1 px mean in 6 epochs (17 min here), but the tuned weights "
@@ -173,12 +182,12 @@ def _prelu_as_clamps(module: nn.Module) -> nn.Module:
 
 
 def export_onnx(wrapper: nn.Module, spec: ModelSpec, output_path: str | Path, batch_size: int = 1,
-                dynamic_batch: bool = False, opset: int = 17) -> Path:
+                dynamic_batch: bool = False, opset: int = 17, prelu_as_clamps: bool = True) -> Path:
     """Trace `wrapper` on a random [batch, 3, S, S] input and write an ONNX file named by `spec`
-    (PReLUs written as clamps, see `_prelu_as_clamps`)."""
+    (PReLUs written as clamps unless `prelu_as_clamps` is False, see `_prelu_as_clamps`)."""
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = _prelu_as_clamps(wrapper).eval()
+    wrapper = (_prelu_as_clamps(wrapper) if prelu_as_clamps else wrapper).eval()
     example = torch.rand(batch_size, *spec.inputs[0].shape)
     axes = {name: {0: "batch"} for name in spec.input_names + spec.output_names} if dynamic_batch else None
     with warnings.catch_warnings(), torch.no_grad():
@@ -233,8 +242,9 @@ def int8_fine_tune(model: nn.Module, spec: Any, cfg: OnnxExportConfig, crops: np
                    final: Path) -> Path:
     """Quantization-aware fine-tuning of `model` on the calibration crops (shared.models.qat), exported
     beside the output as `<stem>_qat_fp32.onnx`: the float file that is then quantized."""
+    modules = list(cfg.float_modules)
     qcfg = QatConfig(epochs=cfg.qat_epochs, lr=cfg.qat_lr, weight_bits=cfg.weight_bits,
-                     float_modules=list(cfg.float_modules))
+                     float_modules=default_float_modules(cfg.quantizer) if modules == ["auto"] else modules)
     tuned = distill_for_int8(model, crops, qcfg, val=val)
     return export_onnx(export_wrapper(tuned), spec, final.with_name(f"{final.stem}_qat_fp32{final.suffix}"),
                        cfg.batch_size, cfg.dynamic_batch, cfg.opset)

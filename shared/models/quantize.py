@@ -39,6 +39,7 @@ import numpy as np
 from shared.config import option
 from shared.data.realsets import RealCrops
 from shared.errors import UserError
+from shared.models.openvino_int8 import OPENVINO_FLOAT_MODULES, quantize_nncf, run_openvino, time_openvino
 
 # (folder or image, size=, limit=) -> RealCrops: `shared.inference.real_crops.real_crops`, which runs the
 # MediaPipe teacher; models below the inference room receive it from their caller.
@@ -64,6 +65,14 @@ QUANTIZABLE = ("Conv", "Gemm", "MatMul")  # the layers the sensitivity sweep loo
 # resolution pays about as much in quantize/dequantize traffic as it saves; 1.8-2.1x over fp32 either way
 # on an AVX-512 VNNI CPU.
 FLOAT_MODULES = ("stem", "first_block", "blocks.0", "blocks.1", "blocks.2")
+# The runtime an int8 file is verified and timed on, and the tool that places its QDQ nodes
+RUNTIMES = ("onnxruntime", "openvino")
+QUANTIZERS = ("onnxruntime", "nncf")
+
+
+def default_float_modules(quantizer: str) -> list[str]:
+    """BlazeHand's modules kept in float by default with `quantizer` (each measured, see its constant)."""
+    return list(OPENVINO_FLOAT_MODULES if quantizer == "nncf" else FLOAT_MODULES)
 
 
 def module_nodes(nodes: list[tuple[str, str]], modules: list[str]) -> list[str]:
@@ -75,6 +84,12 @@ def module_nodes(nodes: list[tuple[str, str]], modules: list[str]) -> list[str]:
 
 @dataclass
 class QuantizeConfig:
+    runtime: str = option("onnxruntime", "the runtime the int8 file is verified and timed on: onnxruntime or "
+                                         "openvino (the same QDQ file runs on both; OpenVINO's int8 is faster)",
+                          choices=list(RUNTIMES))
+    quantizer: str = option("onnxruntime", "who places the QDQ nodes: onnxruntime (ONNX Runtime's static "
+                                           "quantization; runs well on both runtimes) or nncf (NNCF's, for OpenVINO: "
+                                           "faster there, slow on ONNX Runtime)", choices=list(QUANTIZERS))
     calibrate_method: str = option("minmax", "activation ranges: minmax, entropy or percentile",
                                    choices=["minmax", "entropy", "percentile"])
     activation_symmetric: bool = option(False, "symmetric activation ranges (zero point 128 for u8)")
@@ -82,8 +97,9 @@ class QuantizeConfig:
     weight_bits: int = option(7, "7: ONNX Runtime's reduce_range, exact on every x86 CPU; 8: more weight precision, "
                                  "but u8 x s8 products overflow ONNX Runtime's 16-bit sums on CPUs without AVX-512 "
                                  "VNNI (AVX2: +60 % landmark error measured here)", choices=[7, 8])
-    float_modules: list[str] = option(list(FLOAT_MODULES), "BlazeHand modules kept in float ('none' = none): the "
-                                                           "high-resolution first layers, see FLOAT_MODULES")
+    float_modules: list[str] = option(["auto"], "BlazeHand modules kept in float ('none' = none; 'auto' = the "
+                                                "quantizer's measured default: FLOAT_MODULES for onnxruntime, "
+                                                "OPENVINO_FLOAT_MODULES for nncf): the high-resolution first layers")
     float_heads: bool = option(True, "keep the fully connected heads (Gemm: landmarks, presence, ...) in float: a u8 "
                                      "landmark output alone rounds to ~1 px; they cost ~1 % of the run time")
     val_fraction: float = option(0.25, "part of the calibration crops (whole photos) kept out of calibration "
@@ -91,7 +107,15 @@ class QuantizeConfig:
     max_float_layers: int = option(12, "keep at most this many Conv/Gemm layers in float", min=0)
     tol_mean_px: float = option(TOL_MEAN_PX, "int8 vs fp32 landmark tolerance: mean, px at the input size", min=0)
     tol_p99_px: float = option(TOL_P99_PX, "int8 vs fp32 landmark tolerance: 99th percentile, px", min=0)
-    threads: int = option(1, "onnxruntime threads for the checks and the timing", min=0)
+    threads: int = option(1, "threads for the checks and the timing", min=0)
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise UserError(f"int8 runtime {self.runtime!r} is not one of {', '.join(RUNTIMES)}")
+        if self.quantizer not in QUANTIZERS:
+            raise UserError(f"int8 quantizer {self.quantizer!r} is not one of {', '.join(QUANTIZERS)}")
+        if list(self.float_modules) == ["auto"]:
+            self.float_modules = default_float_modules(self.quantizer)
 
 
 @dataclass
@@ -141,8 +165,12 @@ def session(path: str | Path, threads: int = 1):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-def run_model(path: str | Path, x: np.ndarray, threads: int = 1, batch: int = 16) -> dict[str, np.ndarray]:
-    """Outputs of the ONNX file on [N, 3, S, S] inputs, by name (batch 1 when the batch is fixed)."""
+def run_model(path: str | Path, x: np.ndarray, threads: int = 1, batch: int = 16,
+              runtime: str = "onnxruntime") -> dict[str, np.ndarray]:
+    """Outputs of the ONNX file on [N, 3, S, S] inputs, by name (batch 1 when the batch is fixed), on
+    `runtime` (onnxruntime or openvino)."""
+    if runtime == "openvino":
+        return run_openvino(path, x, threads, batch)
     sess = session(path, threads)
     name = sess.get_inputs()[0].name
     fixed = sess.get_inputs()[0].shape[0]
@@ -152,8 +180,11 @@ def run_model(path: str | Path, x: np.ndarray, threads: int = 1, batch: int = 16
     return {n: np.concatenate([c[k] for c in chunks]) for k, n in enumerate(names)}
 
 
-def time_model(path: str | Path, x: np.ndarray, threads: int = 1, runs: int = 200, warmup: int = 20) -> float:
-    """Median ms of one batch-1 run."""
+def time_model(path: str | Path, x: np.ndarray, threads: int = 1, runs: int = 200, warmup: int = 20,
+               runtime: str = "onnxruntime") -> float:
+    """Median ms of one batch-1 run on `runtime`."""
+    if runtime == "openvino":
+        return time_openvino(path, x, threads, runs, warmup)
     sess = session(path, threads)
     feed = {sess.get_inputs()[0].name: np.ascontiguousarray(x[:1])}
     for _ in range(warmup):
@@ -276,6 +307,17 @@ def quantize_static_qdq(float_path: str | Path, out_path: str | Path, calib_x: n
     return Path(out_path)
 
 
+def quantize_file(float_path: str | Path, out_path: str | Path, calib_x: np.ndarray, cache: str | Path,
+                  cfg: QuantizeConfig, nodes_to_exclude: list[str] | None = None,
+                  nodes_to_quantize: list[str] | None = None) -> Path:
+    """One quantization by `cfg.quantizer`: ONNX Runtime's QDQ (`quantize_static_qdq`, ranges cached in
+    `cache`) or NNCF's for OpenVINO (`shared.models.openvino_int8.quantize_nncf`)."""
+    if cfg.quantizer == "nncf":
+        return quantize_nncf(float_path, out_path, calib_x, list(nodes_to_exclude or []),
+                             [n for n, _ in quantizable_nodes(float_path)], nodes_to_quantize)
+    return quantize_static_qdq(float_path, out_path, calib_x, cache, cfg, nodes_to_exclude, nodes_to_quantize)
+
+
 def preprocess(float_path: str | Path, out_path: str | Path) -> Path:
     """onnxruntime's quantization pre-processing (graph optimisation, ONNX shape inference).
     Symbolic shape inference is skipped: it cannot follow the exported Reshape of the heads."""
@@ -300,8 +342,8 @@ def quantize_default(float_path: str | Path, out_path: str | Path, calib_x: np.n
     cfg = cfg or QuantizeConfig()
     with tempfile.TemporaryDirectory(prefix="handops-int8-") as tmp:
         pre = preprocess(float_path, Path(tmp) / "pre.onnx")
-        return quantize_static_qdq(pre, out_path, calib_x, Path(tmp) / "ranges.json", cfg,
-                                   fixed_float_nodes(quantizable_nodes(pre), cfg))
+        return quantize_file(pre, out_path, calib_x, Path(tmp) / "ranges.json", cfg,
+                             fixed_float_nodes(quantizable_nodes(pre), cfg))
 
 
 def split_by_photo(crops: RealCrops, val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -344,7 +386,7 @@ def quantize_blazehand(float_path: str | Path, out_path: str | Path, calibration
         tmp = Path(tmp)
         pre = preprocess(float_path, tmp / "pre.onnx")
         cache = tmp / "ranges.json"
-        ref_val = run_model(reference_path, val_x, cfg.threads)
+        ref_val = run_model(reference_path, val_x, cfg.threads, runtime=cfg.runtime)
         # Always float: the heads (cfg.float_heads) and cfg.float_modules; the sweep may add more.
         layers = quantizable_nodes(pre)
         fixed_float = fixed_float_nodes(layers, cfg)
@@ -352,13 +394,14 @@ def quantize_blazehand(float_path: str | Path, out_path: str | Path, calibration
         # A layer's sensitivity is the error it alone brings to the file being quantized: measured against
         # that file (a fine-tuned one differs from the reference by its tuning already); every tolerance
         # is held against the reference.
-        ref_own = ref_val if float_path == reference_path else run_model(float_path, val_x, cfg.threads)
+        ref_own = (ref_val if float_path == reference_path
+                   else run_model(float_path, val_x, cfg.threads, runtime=cfg.runtime))
 
         def trial(path: Path, exclude: list[str] | None = None, only: list[str] | None = None,
                   against: dict[str, np.ndarray] | None = None) -> dict[str, float]:
-            quantize_static_qdq(pre, path, cal_x, cache, cfg, fixed_float + list(exclude or []), only)
-            return compare_blazehand(run_model(path, val_x, cfg.threads), ref_val if against is None else against,
-                                     gestures)
+            quantize_file(pre, path, cal_x, cache, cfg, fixed_float + list(exclude or []), only)
+            got = run_model(path, val_x, cfg.threads, runtime=cfg.runtime)
+            return compare_blazehand(got, ref_val if against is None else against, gestures)
 
         best = tmp / "best.onnx"
         all_int8 = trial(best)
@@ -396,28 +439,30 @@ def quantize_blazehand(float_path: str | Path, out_path: str | Path, calibration
             k = hi
             float_nodes = [s["node"] for s in ranked[:k]]
             report.chosen = results[k]
-            quantize_static_qdq(pre, best, cal_x, cache, cfg, fixed_float + float_nodes)
+            quantize_file(pre, best, cal_x, cache, cfg, fixed_float + float_nodes)
             report.float_layers = [LayerCost(s["node"], s["op_type"], s["mean_px"], s["p99_px"]) for s in ranked[:k]]
         out_path.parent.mkdir(parents=True, exist_ok=True)
         best.replace(out_path)
     return _verify(report, out_path, reference_path, tests, lambda a, b: compare_blazehand(a, b, gestures),
                    lambda m: missed_tolerance(m, cfg.tol_mean_px, cfg.tol_p99_px, gesture_agreement),
-                   cfg.threads, calibration.x, start)
+                   cfg.threads, calibration.x, start, cfg.runtime)
 
 
 def _verify(report: QuantizeReport, out_path: Path, reference_path: Path, tests: dict[str, RealCrops],
             compare: Callable[[dict, dict], dict[str, float]], missed: Callable[[dict[str, float]], str],
-            threads: int, fallback_x: np.ndarray, start: float) -> QuantizeReport:
+            threads: int, fallback_x: np.ndarray, start: float, runtime: str = "onnxruntime") -> QuantizeReport:
     """The held-out checks: `compare(int8 outputs, float outputs)` per test set, the first
     `missed(metrics)` into `report.failed`; then the batch-1 speed of both files."""
     for name, crops in tests.items():
-        metrics = compare(run_model(out_path, crops.x, threads), run_model(reference_path, crops.x, threads))
+        metrics = compare(run_model(out_path, crops.x, threads, runtime=runtime),
+                          run_model(reference_path, crops.x, threads, runtime=runtime))
         report.tests[name] = metrics
         failed = missed(metrics)
         if failed and not report.failed:
             report.failed = f"{name}: {failed}"
     probe = next(iter(tests.values())).x if tests else fallback_x
-    report.speed_ms = {"fp32": time_model(reference_path, probe, threads), "int8": time_model(out_path, probe, threads)}
+    report.speed_ms = {"fp32": time_model(reference_path, probe, threads, runtime=runtime),
+                       "int8": time_model(out_path, probe, threads, runtime=runtime)}
     report.seconds = round(time.perf_counter() - start, 1)
     return report
 
@@ -453,7 +498,8 @@ def quantize_classifier(float_path: str | Path, out_path: str | Path, calibratio
         agree = m["top1_agreement"]
         return f"top-1 agreement {agree:.3f} < {1 - TOL_GESTURE:.2f}" if agree < 1.0 - TOL_GESTURE else ""
 
-    return _verify(report, out_path, float_path, tests, compare_classifier, missed, cfg.threads, calibration.x, start)
+    return _verify(report, out_path, float_path, tests, compare_classifier, missed, cfg.threads, calibration.x, start,
+                   cfg.runtime)
 
 
 def describe_speed(report: QuantizeReport) -> list[str]:
@@ -550,7 +596,8 @@ def quantize_stage(cfg, float_path: Path, out_path: Path, real_crops: CropReader
         tests = {"held-out calibration photos": subset(calibration, test_idx)}
         calibration = subset(calibration, cal_idx)
     qcfg = QuantizeConfig(max_float_layers=cfg.max_float_layers, tol_mean_px=cfg.tol_mean_px,
-                          tol_p99_px=cfg.tol_p99_px, weight_bits=cfg.weight_bits,
+                          tol_p99_px=cfg.tol_p99_px, weight_bits=cfg.weight_bits, runtime=cfg.runtime,
+                          quantizer=cfg.quantizer,
                           float_modules=list(cfg.float_modules) if kind == "blazehand" else [])
     if kind == "classifier":
         report = quantize_classifier(float_path, out_path, calibration, tests, qcfg)

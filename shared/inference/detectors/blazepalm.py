@@ -68,7 +68,7 @@ class BlazePalmKind:
                palm_weights: str = "mediapipe", threads: int = 0, options: dict[str, Any] | None = None,
                palm_letterbox: str = "mediapipe", **_: Any) -> PalmDetector:
         """On the crop model's backend (TensorRT and other GPU-only backends run the palm net on torch)."""
-        palm_backend = backend if backend in ("torch", "onnxruntime", "triton") else "torch"
+        palm_backend = backend if backend in ("torch", "onnxruntime", "openvino", "triton") else "torch"
         ref = ModelRef(palm_model, palm_weights, img_size=IMG_SIZE, device=device, work_dir=work_dir,
                        threads=threads, options=dict(options or {}))
         return PalmDetector(create_runner(palm_backend, ref), img_size=IMG_SIZE, score_threshold=score_threshold,
