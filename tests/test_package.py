@@ -76,6 +76,8 @@ def test_python_api_from_the_installed_package(installed, tmp_path):
         pipe = HandPipeline.from_defaults(static=True)  # the README's snippet
         hands = pipe(cv2.cvtColor(cv2.imread({str(photo)!r}), cv2.COLOR_BGR2RGB))
         assert hands.to_json()[0]["gesture"] is not None
+        int8 = HandPipeline.from_defaults(static=True, precision="int8", backend="openvino")  # the shipped file
+        assert len(int8(cv2.cvtColor(cv2.imread({str(photo)!r}), cv2.COLOR_BGR2RGB))) == len(hands)
         print(len(hands), hands.keypoints.shape[1:], *[int(g) for g in hands.gesture])
     """)
     done = _run(installed, [str(installed / "bin" / "python"), "-c", code], work, HANDOPS_CACHE=str(cache))

@@ -113,8 +113,10 @@ class PipelineConfig(TrackerConfig):
     roi_association_iou: float = option(0.5, "two ROIs (palm or followed) whose unrotated squares overlap more than "
                                              "this are one hand: the later one stays, followed ROIs come after palm "
                                              "ones (MediaPipe's AssociationNormRect, min_similarity_threshold 0.5)")
-    detect_interval: int = option(30, "tracking mode: also run the detector every N frames to pick up new hands "
-                                      "when max_hands are already followed (0 = only when needed, as MediaPipe)")
+    detect_interval: int = option(0, "tracking mode: also run the detector every N frames to pick up new hands "
+                                     "when max_hands are already followed (0 = only when fewer are followed: "
+                                     "MediaPipe's rule; e.g. 30 lets a new hand take a slot within a second at 30 "
+                                     "fps, for one palm detection per 30 frames)")
     landmark_roi: str = option("mediapipe", "next-frame ROI from landmarks: 'mediapipe' (palm landmarks, x2, "
                                             "shifted to the fingers) or 'keypoints' (all 21, x(1+expand))",
                                metadata={"choices": ["mediapipe", "keypoints"]})
