@@ -132,3 +132,15 @@ def test_nncf_int8_export_for_openvino_is_verified_on_real_crops(tmp_path, capsy
     pipe = HandPipeline(PipelineConfig(static=True, backend="openvino", precision="int8", model_weights=str(out)))
     (rgb,) = _photos(1)
     assert len(pipe(rgb)) >= 1
+
+
+def test_a_file_openvino_cannot_compile_is_one_clear_error(tmp_path):
+    # ONNX Runtime's QDQ of the palm detector (its clamp-PReLU pattern): OpenVINO reads it but its
+    # transformations cannot compile it; one line naming the file and what to do, no traceback
+    from shared.models.quantize import QuantizeConfig, quantize_default
+
+    palm = ModelRef("blazepalm_full", "mediapipe", img_size=192, work_dir=str(tmp_path)).onnx_path()
+    calib = np.random.default_rng(0).random((4, 3, 192, 192), dtype=np.float32)
+    qdq = quantize_default(palm, tmp_path / "palm_int8.onnx", calib, QuantizeConfig(float_modules=[]))
+    with pytest.raises(UserError, match="palm_int8.onnx: OpenVINO cannot compile it .*--backend onnxruntime"):
+        create_runner("openvino", ModelRef("blazepalm_full", str(qdq), img_size=192))

@@ -47,6 +47,12 @@ def _openvino():
     return ov
 
 
+def _reason(exc: Exception) -> str:
+    """OpenVINO's message without its stack of "Exception from <source file>" lines, cut short."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.startswith("Exception from")]
+    return " ".join(lines)[:200] or type(exc).__name__
+
+
 class OpenVinoModel:
     """An ONNX file compiled for OpenVINO's CPU plugin: `model(x [B, ...] float32) -> {name: array}`.
     One compiled model per batch size seen (static shapes: faster than dynamic ones at batch 1)."""
@@ -64,11 +70,7 @@ class OpenVinoModel:
         try:
             self.model = self.core.read_model(str(self.path))
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own for a bad file
-            # its message is a stack of "Exception from <source file>" lines around the reason
-            reason = " ".join(line.strip() for line in str(exc).splitlines()
-                              if line.strip() and not line.startswith("Exception from"))
-            raise UserError(f"{self.path}: OpenVINO cannot read it ({reason[:200] or type(exc).__name__}); "
-                            "re-export it") from None
+            raise UserError(f"{self.path}: OpenVINO cannot read it ({_reason(exc)}); re-export it") from None
         self.input_name = self.model.inputs[0].get_any_name()
         self.output_names = [o.get_any_name() for o in self.model.outputs]
         first = self.model.inputs[0].get_partial_shape()[0]
@@ -83,7 +85,12 @@ class OpenVinoModel:
             shape = model.inputs[0].get_partial_shape()
             shape[0] = batch
             model.reshape({self.input_name: shape})
-            request = self.core.compile_model(model, "CPU", self.config).create_infer_request()
+            try:
+                request = self.core.compile_model(model, "CPU", self.config).create_infer_request()
+            except Exception as exc:  # a graph OpenVINO reads but cannot compile (e.g. a QDQ pattern it mis-fuses)
+                raise UserError(f"{self.path}: OpenVINO cannot compile it ({_reason(exc)}); run it with "
+                                "--backend onnxruntime, or export it for OpenVINO (components.export ... --runtime "
+                                "openvino)") from None
             self._requests[batch] = request
         return request
 
