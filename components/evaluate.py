@@ -39,7 +39,8 @@ class EvaluateConfig:
     detector: str = option("", "a trained YOLO .pt for mAP and the pipeline ('' = skip mAP, BlazePalm in the pipeline)")
     detector_imgsz: int = option(320, "YOLO evaluation image size", min=32)
     batch_size: int = option(32, "crops per batch", min=1)
-    backend: str = option("onnxruntime", "runtime of the hand pipeline for tracking and latency: torch | onnxruntime")
+    backend: str = option("onnxruntime", "runtime of the hand pipeline for tracking and latency: torch | onnxruntime "
+                                         "| openvino")
     expand_ratio: float = option(1.0, "ground-truth crop: keypoint extent x (1 + this), as in training", min=0.0)
     tracking: bool = option(True, "evaluate tracking on D/sequences when present")
     pipeline_detector: str = option("blazepalm", "detector of the hand pipeline for tracking/latency: blazepalm | "

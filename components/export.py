@@ -29,7 +29,7 @@ from pathlib import Path
 from shared.config import add_config_args, check_writable, load_config
 from shared.errors import UserError, run_cli
 from shared.inference.gesture_eval import end_to_end_check
-from shared.inference.gestures import load_gesture_model
+from shared.inference.gestures import landmark_gesture_reader
 from shared.inference.real_crops import real_crops
 from shared.models.export import OnnxExportConfig, export_onnx_stage
 from shared.models.tensorrt import TensorRTExportConfig, describe, export_tensorrt
@@ -42,8 +42,7 @@ def _run_onnx(args: argparse.Namespace) -> int:
     # int8: the pipeline's gesture (the shipped model) on each side's landmarks, and the whole pipeline's
     # gesture accuracy on the labelled test photos, must stay the float model's
     int8 = cfg.precision == "int8"
-    shipped = load_gesture_model("default") if int8 else None
-    result = export_onnx_stage(cfg, real_crops, gestures=(lambda xy: shipped.predict(xy)[0]) if shipped else None,
+    result = export_onnx_stage(cfg, real_crops, gestures=landmark_gesture_reader() if int8 else None,
                                end_to_end=end_to_end_check(cfg.test_dir, backend=cfg.runtime) if int8 else None,
                                model=_fine_tuned_classifier(cfg))
     print(f"wrote {result.onnx_path} ({result.model_type}, {result.parameters:,} parameters, opset {result.opset}"

@@ -396,7 +396,7 @@ def int8_hand_model(cfg: dict, weights: str, out: Path) -> tuple[str, dict]:
     on test_dir; the export refuses a model that misses its tolerances. Returns (path, report)."""
     from shared.errors import UserError
     from shared.inference.gesture_eval import end_to_end_check
-    from shared.inference.gestures import load_gesture_model
+    from shared.inference.gestures import landmark_gesture_reader
     from shared.inference.real_crops import real_crops
     from shared.models.export import OnnxExportConfig, export_onnx_stage
 
@@ -406,12 +406,11 @@ def int8_hand_model(cfg: dict, weights: str, out: Path) -> tuple[str, dict]:
                         "--set calibration_dir=PATH (or input_dir)")
     tests = test_dirs(cfg)
     # MediaPipe's weights: the gesture comes from the landmarks (the shipped model); a trained head speaks itself
-    shipped = load_gesture_model("default") if weights == "mediapipe" else None
     result = export_onnx_stage(OnnxExportConfig(model_type=cfg["hand_model"], weights=weights, precision="int8",
                                                 output_path=str(out / "hand_landmarks_int8.onnx"), dynamic_batch=True,
                                                 calibration_dir=[calibration], test_dir=tests,
                                                 qat_epochs=int(cfg.get("int8_qat_epochs", 0))), real_crops,
-                               gestures=(lambda xy: shipped.predict(xy)[0]) if shipped else None,
+                               gestures=landmark_gesture_reader() if weights == "mediapipe" else None,
                                end_to_end=end_to_end_check(tests))
     return result.onnx_path, result.quantization
 

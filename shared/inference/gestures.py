@@ -25,6 +25,7 @@ both hands of a pair whose boxes touch that class (see `TwoHandsRule`).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,6 +175,13 @@ def load_gesture_model(spec: str, threshold: float | None = None) -> LandmarkGes
     return clf
 
 
+def landmark_gesture_reader(spec: str = "default") -> Callable[[np.ndarray], np.ndarray] | None:
+    """landmarks [N, 21, 2] -> gesture ids [N] by the landmark gesture model `spec` (how the int8
+    export reads the gestures of MediaPipe's weights, which have no gesture head); None for 'none'."""
+    clf = load_gesture_model(spec)
+    return None if clf is None else (lambda xy: clf.predict(xy)[0])
+
+
 # --------------------------------------------------------------------------- 2_hands
 
 
@@ -222,4 +230,4 @@ class TwoHandsRule:
 
 
 __all__ = ["LandmarkGestureClassifier", "NUM_FEATURES", "TwoHandsRule", "WEIGHTS_DIR", "landmark_features",
-           "load_gesture_model", "mirror_features"]
+           "landmark_gesture_reader", "load_gesture_model", "mirror_features"]
