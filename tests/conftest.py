@@ -1,5 +1,8 @@
 """Shared pytest fixtures.
 
+Real photos: `real_photos(folder)` lists the photos of a folder of ../shared/data (beside the
+project), or skips the test with the reason when a clone has no such folder.
+
 Triton: `triton_install` finds the tritonserver bundled in `.venv-triton` (skips with the
 fix when it is missing; `make test` creates it first), `start_triton(repo, **kwargs)`
 starts a real server on free loopback ports and waits until every model is ready; all
@@ -13,6 +16,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def real_photos(folder: str | Path, pattern: str = "*.jpg") -> list[Path]:
+    """The photos of `folder` (a path under ../shared/data, or relative to it), sorted; skips the
+    calling test when there are none (a clone without ../shared/data)."""
+    folder = Path(folder) if Path(folder).is_absolute() else SHARED_DATA / folder
+    photos = sorted(folder.glob(pattern))
+    if not photos:
+        pytest.skip(f"needs real photos in {folder} (../shared/data beside the project)")
+    return photos
+
 
 _TRITON_SERVERS: list = []  # every server started in this session, for failure reports
 _TRITON_FIXTURES = {"triton_install", "start_triton"}

@@ -27,6 +27,7 @@ from shared.errors import UserError
 from shared.inference import detectors
 from shared.results import HandResults
 from shared.serving import models as hm
+from tests.conftest import real_photos as photos_of
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 HAGRID = PROJECT_ROOT.parent / "shared" / "data" / "hagrid_sample"
@@ -40,6 +41,8 @@ ONE_HAND, TWO_HANDS, SYNTHETIC = 11, 22, 33
 # ---------------------------------------------------------------------------------------------
 def hagrid_patch(gesture: str, uuid_prefix: str, side: int) -> np.ndarray:
     """RGB square around the labelled hand of one HaGRID photo (2.2x its box), `side` pixels."""
+    if not HAGRID.is_dir():
+        pytest.skip(f"needs real photos in {HAGRID} (../shared/data beside the project)")
     for ann in sorted((HAGRID / "annotations").glob(f"*/{gesture}.json")):
         for uuid, item in json.loads(ann.read_text()).items():
             if uuid.startswith(uuid_prefix):
@@ -519,7 +522,7 @@ def test_hands_answers_a_plain_rest_request_without_a_sequence_id(server, deploy
     from shared.inference.pipeline import HandPipeline, PipelineConfig
 
     repo, _ = deployed
-    bgr = cv2.imread(str(sorted((HAGRID / "images" / "palm").glob("*.jpg"))[0]))
+    bgr = cv2.imread(str(photos_of(HAGRID / "images" / "palm")[0]))
     rgb = cv2.cvtColor(cv2.resize(bgr, (192, 256), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
     body = {"inputs": [{"name": "IMAGE", "shape": [1, *rgb.shape], "datatype": "UINT8", "data": rgb.ravel().tolist()}],
             "outputs": [{"name": n} for n in ("XYXY", "KEYPOINTS", "GESTURE", "GESTURE_SCORE", "TRACK_ID")]}
@@ -567,7 +570,7 @@ def test_hands_over_tritonclient_http_with_gesture_labels(server):
 
     from shared.hand import GESTURES
 
-    bgr = cv2.imread(str(sorted((HAGRID / "images" / "palm").glob("*.jpg"))[0]))
+    bgr = cv2.imread(str(photos_of(HAGRID / "images" / "palm")[0]))
     rgb = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)[None])
     client = httpclient.InferenceServerClient(server.http_url)
     image = httpclient.InferInput("IMAGE", list(rgb.shape), "UINT8")
