@@ -44,6 +44,9 @@ demo: setup
 	$(PY) pipelines/full.py
 
 test: setup
+	@# The live MediaPipe peer of the parity tests (tests/test_mediapipe_live_parity.py), built while the package
+	@# index is still reachable; where it cannot be built the tests skip and say why.
+	-$(PY) -c "from benchmarks.mediapipe_peer import ensure_venv; ensure_venv(quiet=False)"
 	$(OFFLINE_ENV) $(PY) -m pytest -q
 
 # MediaPipe Hands 0.10.21 in its own venv (it needs numpy<2): the peer of benchmarks/latency.py.
