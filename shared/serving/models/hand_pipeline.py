@@ -59,18 +59,15 @@ from shared.serving.models.tensors import (
 from shared.serving.sequences import SequenceControls, SequenceStore, idle_timeout_s, read_controls
 
 
-class HandPipelineModel(ServedModel):
-    """hand_pipeline: the tracking-mode `HandPipeline` of one stream per correlation id.
-
-    Its two networks run either through BLS calls to the served `detector` and
+class PipelineNetworksModel(ServedModel):
+    """What every served hand pipeline holds: its settings (`pipeline_cfg`), the detector and the
+    crop model. The two networks run either through BLS calls to the served `detector` and
     `hand_landmarks` (`networks: bls`, see the module docstring) or, `networks: local`, with
     onnxruntime inside this model on copies of the same ONNX files (deploy's default for the
     `python` backend on CPU, where each BLS hop is a round trip between processes that costs
-    more than it saves; the served networks stay available to other clients).
-    """
+    more than it saves; the served networks stay available to other clients)."""
 
-    def __init__(self, model_config: dict[str, Any], model_dir: Path, infer: BlsInfer | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, model_config: dict[str, Any], model_dir: Path, infer: BlsInfer | None = None) -> None:
         super().__init__(model_config, model_dir, infer)
         from shared.inference.backends import CropModel, ModelRef, OnnxRunner
         from shared.inference.pipeline import PipelineConfig
@@ -96,6 +93,15 @@ class HandPipelineModel(ServedModel):
         self.detector = make_detector(det, det_runner)
         self.crop_model = CropModel(lm_runner, img_size=int(lm["img_size"]),
                                     gesture_trained=bool(lm["gesture_trained"]))
+
+
+class HandPipelineModel(PipelineNetworksModel):
+    """hand_pipeline: the tracking-mode `HandPipeline` of one stream per correlation id, all
+    streams on the networks of `PipelineNetworksModel`."""
+
+    def __init__(self, model_config: dict[str, Any], model_dir: Path, infer: BlsInfer | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(model_config, model_dir, infer)
         self.streams = SequenceStore(factory=self._new_stream, idle_timeout_s=idle_timeout_s(model_config),
                                      clock=clock)
 

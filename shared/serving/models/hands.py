@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,19 +9,18 @@ import numpy as np
 
 from shared.hand import GESTURES
 from shared.serving.models.base import BlsInfer, Inputs, check_image, require
-from shared.serving.models.hand_pipeline import HandPipelineModel
+from shared.serving.models.hand_pipeline import PipelineNetworksModel
 from shared.serving.models.tensors import HANDS_GESTURE_PROBS, IMAGE, TIMING, results_to_tensors, timing_tensor
 
 
-class HandsModel(HandPipelineModel):
+class HandsModel(PipelineNetworksModel):
     """hands: the static-mode `HandPipeline` (MediaPipe's static_image_mode), stateless: every
     request is one photo on its own, no correlation id, so a generic client, a health probe or
     `curl` can ask what hands are in an image. The same networks and settings as hand_pipeline
     (deployed with `static: true`), so it answers as `components.infer` does on a photo."""
 
-    def __init__(self, model_config: dict[str, Any], model_dir: Path, infer: BlsInfer | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(model_config, model_dir, infer, clock)
+    def __init__(self, model_config: dict[str, Any], model_dir: Path, infer: BlsInfer | None = None) -> None:
+        super().__init__(model_config, model_dir, infer)
         from shared.inference.pipeline import HandPipeline
 
         self.pipeline = HandPipeline(self.pipeline_cfg, detector=self.detector, crop_model=self.crop_model)
