@@ -302,8 +302,9 @@ def detection_models(cfg: DeployConfig, det_inputs: list[TensorSpec], det_output
             (ensemble, {}, False)]
 
 
-def pipeline_config_dict(cfg: DeployConfig) -> dict[str, Any]:
-    """The HandPipeline settings hand_pipeline runs with (validated here, at deploy time)."""
+def pipeline_settings(cfg: DeployConfig) -> Any:
+    """The HandPipeline settings (`PipelineConfig`) the served pipelines run with, validated here, at
+    deploy time: unknown keys, and every value by PipelineConfig itself."""
     from shared.inference.pipeline import PipelineConfig
 
     known = {f.name for f in dataclasses.fields(PipelineConfig)}
@@ -312,7 +313,7 @@ def pipeline_config_dict(cfg: DeployConfig) -> dict[str, Any]:
         raise UserError(f"pipeline: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
     values = {**cfg.pipeline, "detector": cfg.detector, "model_type": cfg.model_type, "img_size": cfg.img_size,
               "max_hands": cfg.max_hands, "backend": "onnxruntime", "yolo_model": "", "model_weights": "mediapipe"}
-    return config_to_dict(PipelineConfig(**values))
+    return PipelineConfig(**values)
 
 
 def pipeline_networks(cfg: DeployConfig) -> str:
@@ -327,18 +328,17 @@ def pipeline_networks(cfg: DeployConfig) -> str:
 def stateful_models(cfg: DeployConfig, det: DetectorSpec, lm_spec: Any, gesture_trained: bool,
                     onnx_files: dict[str, Path]) -> list[tuple[ModelConfig, dict[str, Any], bool]]:
     """tracker and hand_pipeline: python, sequence batching (one correlation id = one stream)."""
-    from shared.inference.pipeline import PipelineConfig
-
     seq = SequenceBatching(max_sequence_idle_microseconds=int(cfg.idle_timeout_s * 1e6),
                            strategy=cfg.sequence_strategy, max_candidate_sequences=cfg.max_sequences,
                            max_queue_delay_microseconds=cfg.sequence_delay_us)
-    pipe_cfg = pipeline_config_dict(cfg)
+    settings = pipeline_settings(cfg)
+    pipe_cfg = config_to_dict(settings)
     tracker = ModelConfig(
         name=MODEL_TRACKER, backend="python", inputs=list(TRACKER_INPUTS), outputs=list(HAND_TENSORS),
         optional_inputs=TRACKER_OPTIONAL, max_batch_size=cfg.max_streams, sequence_batching=seq,
         keep_versions=cfg.keep_versions,
         parameters=python_model_parameters(
-            "tracker", {"tracker": config_to_dict(PipelineConfig(**pipe_cfg).tracker_config())}))
+            "tracker", {"tracker": config_to_dict(settings.tracker_config())}))
     landmarks = {"model": MODEL_LANDMARKS, "input_name": lm_spec.input_names[0],
                  "output_names": lm_spec.output_names, "img_size": cfg.img_size, "max_batch": cfg.max_batch_size,
                  "gesture_trained": gesture_trained}
