@@ -50,7 +50,7 @@ def bench_model(name: str, batches: tuple[int, ...], iters: int, warmup: int, th
     import onnxruntime as ort
 
     from shared.models.export import export_onnx, export_wrapper
-    from shared.models.quantize import QuantizeConfig, quantize_default
+    from shared.models.quantize import quantize_default, recipe
     from shared.models.registry import create_model
     from shared.models.specs import spec_for
 
@@ -65,8 +65,7 @@ def bench_model(name: str, batches: tuple[int, ...], iters: int, warmup: int, th
     int8_session = None
     if int8:
         calib = np.random.default_rng(0).random((16, 3, spec.img_size, spec.img_size), dtype=np.float32)
-        # BlazeHand keeps its first modules in float (the export's default); other models quantize every layer
-        cfg = QuantizeConfig() if name.startswith("blazehand") else QuantizeConfig(float_modules=[])
+        cfg = recipe("blazehand" if name.startswith("blazehand") else "classifier")  # the export's recipe
         int8_path = quantize_default(onnx_path, onnx_path.with_name(f"{onnx_path.stem}_int8.onnx"), calib, cfg)
         int8_session = ort.InferenceSession(str(int8_path), opts, providers=["CPUExecutionProvider"])
     ov = ov_int8 = None

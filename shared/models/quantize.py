@@ -118,6 +118,15 @@ class QuantizeConfig:
             self.float_modules = default_float_modules(self.quantizer)
 
 
+def recipe(kind: str, **settings) -> QuantizeConfig:
+    """The export's recipe for a model `kind`: "blazehand" keeps its first modules in float
+    (`float_modules`, default the quantizer's, see FLOAT_MODULES); any other model ("classifier":
+    timm, G-MAE) has no such modules and quantizes every layer but the head."""
+    if kind != "blazehand":
+        settings["float_modules"] = []
+    return QuantizeConfig(**settings)
+
+
 @dataclass
 class LayerCost:
     """One layer kept in float: what the validation error and the speed were after adding it."""
@@ -482,7 +491,7 @@ def quantize_classifier(float_path: str | Path, out_path: str | Path, calibratio
     product int8, the head in float (cfg.float_heads), ranges from the calibration crops, then verified against the
     float model on the held-out `tests`: top-1 agreement >= 1 - TOL_GESTURE on every set.
     `out_path` is written either way; check `report.passed` before using it."""
-    cfg = cfg or QuantizeConfig(float_modules=[])
+    cfg = cfg or recipe("classifier")
     start = time.perf_counter()
     float_path, out_path = Path(float_path), Path(out_path)
     names = [o.name for o in session(float_path).get_outputs()]
@@ -595,10 +604,9 @@ def quantize_stage(cfg, float_path: Path, out_path: Path, real_crops: CropReader
         cal_idx, test_idx = split_by_photo(calibration, 0.25, seed=1)
         tests = {"held-out calibration photos": subset(calibration, test_idx)}
         calibration = subset(calibration, cal_idx)
-    qcfg = QuantizeConfig(max_float_layers=cfg.max_float_layers, tol_mean_px=cfg.tol_mean_px,
-                          tol_p99_px=cfg.tol_p99_px, weight_bits=cfg.weight_bits, runtime=cfg.runtime,
-                          quantizer=cfg.quantizer,
-                          float_modules=list(cfg.float_modules) if kind == "blazehand" else [])
+    qcfg = recipe(kind, max_float_layers=cfg.max_float_layers, tol_mean_px=cfg.tol_mean_px,
+                  tol_p99_px=cfg.tol_p99_px, weight_bits=cfg.weight_bits, runtime=cfg.runtime,
+                  quantizer=cfg.quantizer, float_modules=list(cfg.float_modules))
     if kind == "classifier":
         report = quantize_classifier(float_path, out_path, calibration, tests, qcfg)
         return _finish(report, out_path, log)
