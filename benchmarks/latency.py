@@ -162,6 +162,7 @@ def main() -> None:
     from shared.inference.backends import ModelRef, create_crop_model
     from shared.inference.detectors import create_detector
     from shared.inference.pipeline import HandPipeline, PipelineConfig
+    from shared.models.openvino_int8 import openvino_available
 
     load_before = os.getloadavg()
     mp_python, mp_error = None, None
@@ -174,12 +175,9 @@ def main() -> None:
             mp_error = str(exc)
             print(f"warning: {exc}; measuring ours only")
 
-    if "openvino" in args.backends:
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            print("warning: openvino does not import; measuring without it")
-            args.backends.remove("openvino")
+    if "openvino" in args.backends and not openvino_available():
+        print("warning: openvino does not import; measuring without it")
+        args.backends.remove("openvino")
     models = {b: (create_detector("blazepalm", backend=b, max_detections=4, threads=args.threads),
                   create_crop_model(b, ModelRef("blazehand", "mediapipe", img_size=224, threads=args.threads)))
               for b in args.backends}

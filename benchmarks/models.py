@@ -27,6 +27,7 @@ import torch
 
 from benchmarks.common import print_table, write_results
 from shared.errors import UserError
+from shared.models.openvino_int8 import openvino_available
 
 DEFAULT_MODELS = ("blazehand_full", "blazehand_lite", "blazepalm_full", "blazepalm_lite",
                   "timm:mobilenetv3_small_100", "gmae_classifier_small")
@@ -112,12 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no_openvino", action="store_true", help="leave out the OpenVINO columns")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if not args.no_openvino:
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            print("warning: openvino does not import; no OpenVINO columns")
-            args.no_openvino = True
+    if not args.no_openvino and not openvino_available():
+        print("warning: openvino does not import; no OpenVINO columns")
+        args.no_openvino = True
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:

@@ -38,7 +38,7 @@ def test_int8_on_a_backend_without_it_is_one_error():
 
 def test_int8_without_the_shipped_model_says_how_to_get_one(monkeypatch, tmp_path):
     # a copy without the shipped file (e.g. a sparse checkout): one error naming the file and the fix
-    monkeypatch.setattr(backends, "INT8_DIR", tmp_path / "missing")
+    monkeypatch.setattr(backends, "INT8_MODEL", tmp_path / "missing" / "model.onnx")
     for make in (lambda: HandPipeline(PipelineConfig(precision="int8")),
                  lambda: hand_model_onnx(DeployConfig(precision="int8"))):
         with pytest.raises(UserError, match="shipped int8 BlazeHand .*missing.*make int8-model.*--precision int8"):

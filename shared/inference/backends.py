@@ -173,14 +173,13 @@ def crop_model_weights(model_type: str, weights: str, precision: str, backend: s
     if resolve_name(model_type) != "blazehand_full":
         raise UserError(f"--precision int8 ships for blazehand (full) only, not {model_type}; export your own "
                         "with components.export --precision int8")
-    model = INT8_DIR / "model.onnx"  # read here: a test points INT8_DIR elsewhere
-    if not model.is_file():
-        raise UserError(f"--precision int8: the shipped int8 BlazeHand {model} is missing from this "
+    if not INT8_MODEL.is_file():
+        raise UserError(f"--precision int8: the shipped int8 BlazeHand {INT8_MODEL} is missing from this "
                         "copy; rebuild it with `make int8-model`, or export your own and pass it: python -m "
                         "components.export onnx --precision int8 --dynamic_batch --calibration_dir PHOTOS --test_dir "
                         f"OTHER_PEOPLE --runtime {backend} --output_path hand_int8.onnx, then --model_weights "
                         "hand_int8.onnx")
-    return str(model)
+    return str(INT8_MODEL)
 
 
 def export_onnx(module: Any, spec: Any, path: str | Path, opset: int = 17, native_prelu: bool = False) -> Path:

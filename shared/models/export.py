@@ -24,7 +24,7 @@ from shared.config import option
 from shared.errors import UserError
 from shared.hand import NUM_GESTURES
 from shared.models.qat import QatConfig, distill_for_int8
-from shared.models.quantize import QUANTIZERS, RUNTIMES, default_float_modules, quantize_stage
+from shared.models.quantize import QUANTIZERS, RUNTIMES, float_modules_for, quantize_stage
 from shared.models.registry import create_model, no_gesture_head, resolve_name
 from shared.models.specs import ModelSpec, spec_for
 
@@ -242,9 +242,8 @@ def int8_fine_tune(model: nn.Module, spec: Any, cfg: OnnxExportConfig, crops: np
                    final: Path) -> Path:
     """Quantization-aware fine-tuning of `model` on the calibration crops (shared.models.qat), exported
     beside the output as `<stem>_qat_fp32.onnx`: the float file that is then quantized."""
-    modules = list(cfg.float_modules)
     qcfg = QatConfig(epochs=cfg.qat_epochs, lr=cfg.qat_lr, weight_bits=cfg.weight_bits,
-                     float_modules=default_float_modules(cfg.quantizer) if modules == ["auto"] else modules)
+                     float_modules=float_modules_for(cfg.float_modules, cfg.quantizer))
     tuned = distill_for_int8(model, crops, qcfg, val=val)
     return export_onnx(export_wrapper(tuned), spec, final.with_name(f"{final.stem}_qat_fp32{final.suffix}"),
                        cfg.batch_size, cfg.dynamic_batch, cfg.opset)

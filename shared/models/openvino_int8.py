@@ -19,7 +19,6 @@ has it), so fp32 answers match ONNX Runtime's (~1e-4 px on crops).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,15 @@ def _openvino():
     except ImportError:
         raise UserError("OpenVINO is not installed; pip install openvino (and nncf to quantize for it)") from None
     return ov
+
+
+def openvino_available() -> bool:
+    """Whether OpenVINO imports here (the benchmarks leave its rows out where it does not)."""
+    try:
+        _openvino()
+    except UserError:
+        return False
+    return True
 
 
 def _reason(exc: Exception) -> str:
@@ -101,28 +109,6 @@ class OpenVinoModel:
         return {n: np.array(request.get_output_tensor(i).data) for i, n in enumerate(self.output_names)}
 
 
-def run_openvino(path: str | Path, x: np.ndarray, threads: int = 1, batch: int = 16) -> dict[str, np.ndarray]:
-    """Outputs of the ONNX file on OpenVINO for [N, ...] inputs, by name (batch 1 when the batch is fixed)."""
-    model = OpenVinoModel(path, threads)
-    step = model.fixed_batch or batch
-    chunks = [model(x[i:i + step]) for i in range(0, len(x), step)]
-    return {n: np.concatenate([c[n] for c in chunks]) for n in model.output_names}
-
-
-def time_openvino(path: str | Path, x: np.ndarray, threads: int = 1, runs: int = 200, warmup: int = 20) -> float:
-    """Median ms of one batch-1 run on OpenVINO."""
-    model = OpenVinoModel(path, threads)
-    one = np.ascontiguousarray(x[:1])
-    for _ in range(warmup):
-        model(one)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        model(one)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times) * 1e3)
-
-
 def quantize_nncf(float_path: str | Path, out_path: str | Path, calib_x: np.ndarray, ignored: list[str],
                   quantizable: list[str], only: list[str] | None = None, fast_bias_correction: bool = True) -> Path:
     """NNCF post-training quantization of an ONNX file for OpenVINO (MIXED preset: symmetric per-channel
@@ -137,7 +123,8 @@ def quantize_nncf(float_path: str | Path, out_path: str | Path, calib_x: np.ndar
         raise UserError("int8 for OpenVINO needs NNCF; pip install nncf") from None
     model = onnx.load(str(float_path))
     name = model.graph.input[0].name
-    names = list(ignored) + ([n for n in quantizable if n not in set(only)] if only is not None else [])
+    keep = set(only) if only is not None else None
+    names = list(ignored) + ([n for n in quantizable if n not in keep] if keep is not None else [])
     dataset = nncf.Dataset([{name: calib_x[i:i + 1]} for i in range(len(calib_x))])
     scope = nncf.IgnoredScope(names=names, patterns=[WRAPPER_NODES], validate=False)
     quantized = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset.MIXED, subset_size=len(calib_x),
@@ -148,4 +135,4 @@ def quantize_nncf(float_path: str | Path, out_path: str | Path, calib_x: np.ndar
     return out_path
 
 
-__all__ = ["OPENVINO_FLOAT_MODULES", "OpenVinoModel", "quantize_nncf", "run_openvino", "time_openvino"]
+__all__ = ["OPENVINO_FLOAT_MODULES", "OpenVinoModel", "openvino_available", "quantize_nncf"]

@@ -39,7 +39,7 @@ import numpy as np
 from shared.config import option
 from shared.data.realsets import RealCrops
 from shared.errors import UserError
-from shared.models.openvino_int8 import OPENVINO_FLOAT_MODULES, quantize_nncf, run_openvino, time_openvino
+from shared.models.openvino_int8 import OPENVINO_FLOAT_MODULES, OpenVinoModel, quantize_nncf
 
 # (folder or image, size=, limit=) -> RealCrops: `shared.inference.real_crops.real_crops`, which runs the
 # MediaPipe teacher; models below the inference room receive it from their caller.
@@ -70,8 +70,11 @@ RUNTIMES = ("onnxruntime", "openvino")
 QUANTIZERS = ("onnxruntime", "nncf")
 
 
-def default_float_modules(quantizer: str) -> list[str]:
-    """BlazeHand's modules kept in float by default with `quantizer` (each measured, see its constant)."""
+def float_modules_for(modules: list[str], quantizer: str) -> list[str]:
+    """BlazeHand's modules to keep in float: `modules`, or for ["auto"] the default measured with
+    `quantizer` (FLOAT_MODULES, OPENVINO_FLOAT_MODULES for nncf)."""
+    if list(modules) != ["auto"]:
+        return list(modules)
     return list(OPENVINO_FLOAT_MODULES if quantizer == "nncf" else FLOAT_MODULES)
 
 
@@ -114,8 +117,7 @@ class QuantizeConfig:
             raise UserError(f"int8 runtime {self.runtime!r} is not one of {', '.join(RUNTIMES)}")
         if self.quantizer not in QUANTIZERS:
             raise UserError(f"int8 quantizer {self.quantizer!r} is not one of {', '.join(QUANTIZERS)}")
-        if list(self.float_modules) == ["auto"]:
-            self.float_modules = default_float_modules(self.quantizer)
+        self.float_modules = float_modules_for(self.float_modules, self.quantizer)
 
 
 def recipe(kind: str, **settings) -> QuantizeConfig:
@@ -174,34 +176,41 @@ def session(path: str | Path, threads: int = 1):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def forward(path: str | Path, threads: int = 1,
+            runtime: str = "onnxruntime") -> tuple[Callable[[np.ndarray], dict[str, np.ndarray]], int | None]:
+    """The ONNX file on `runtime` (onnxruntime or openvino): (inputs -> outputs by name, the batch
+    size the file is fixed to or None)."""
+    if runtime == "openvino":
+        model = OpenVinoModel(path, threads)
+        return model, model.fixed_batch
+    sess = session(path, threads)
+    name, fixed = sess.get_inputs()[0].name, sess.get_inputs()[0].shape[0]
+    names = [o.name for o in sess.get_outputs()]
+    return (lambda x: dict(zip(names, sess.run(names, {name: x})))), (
+        fixed if isinstance(fixed, int) and fixed > 0 else None)
+
+
 def run_model(path: str | Path, x: np.ndarray, threads: int = 1, batch: int = 16,
               runtime: str = "onnxruntime") -> dict[str, np.ndarray]:
     """Outputs of the ONNX file on [N, 3, S, S] inputs, by name (batch 1 when the batch is fixed), on
     `runtime` (onnxruntime or openvino)."""
-    if runtime == "openvino":
-        return run_openvino(path, x, threads, batch)
-    sess = session(path, threads)
-    name = sess.get_inputs()[0].name
-    fixed = sess.get_inputs()[0].shape[0]
-    step = fixed if isinstance(fixed, int) and fixed > 0 else batch
-    names = [o.name for o in sess.get_outputs()]
-    chunks = [sess.run(names, {name: x[i:i + step]}) for i in range(0, len(x), step)]
-    return {n: np.concatenate([c[k] for c in chunks]) for k, n in enumerate(names)}
+    run, fixed = forward(path, threads, runtime)
+    step = fixed or batch
+    chunks = [run(x[i:i + step]) for i in range(0, len(x), step)]
+    return {n: np.concatenate([c[n] for c in chunks]) for n in chunks[0]}
 
 
 def time_model(path: str | Path, x: np.ndarray, threads: int = 1, runs: int = 200, warmup: int = 20,
                runtime: str = "onnxruntime") -> float:
     """Median ms of one batch-1 run on `runtime`."""
-    if runtime == "openvino":
-        return time_openvino(path, x, threads, runs, warmup)
-    sess = session(path, threads)
-    feed = {sess.get_inputs()[0].name: np.ascontiguousarray(x[:1])}
+    run, _ = forward(path, threads, runtime)
+    one = np.ascontiguousarray(x[:1])
     for _ in range(warmup):
-        sess.run(None, feed)
+        run(one)
     times = []
     for _ in range(runs):
         t = time.perf_counter()
-        sess.run(None, feed)
+        run(one)
         times.append(time.perf_counter() - t)
     return float(np.median(times) * 1e3)
 
