@@ -81,6 +81,7 @@ class InferConfig:
     draw_skeleton: bool = option(False, "draw the hand skeleton on the annotated output")
     gesture_model: str = option_like(PipelineConfig, "gesture_model")
     gesture_threshold: float = option_like(PipelineConfig, "gesture_threshold")
+    close_up_steps: int = option_like(PipelineConfig, "close_up_steps")
     track_max_age: int = option_like(PipelineConfig, "track_max_age")
     track_iou_threshold: float = option_like(PipelineConfig, "track_iou_threshold")
     sequence: bool = option(False, "--input_dir holds the ordered frames of one video: track them (ids, landmark "

@@ -658,3 +658,24 @@ def test_settings_have_one_home():
     cfg = InferConfig(input_dir="x.jpg", threads=2, max_hands=3, track_max_age=9, gesture_threshold=0.7)
     pipe = pipeline_config(cfg)
     assert (pipe.threads, pipe.max_hands, pipe.track_max_age, pipe.gesture_threshold) == (2, 3, 9, 0.7)
+
+
+def test_close_up_steps_find_a_hand_that_fills_the_frame(work_dir):
+    # MediaPipe's palm detector misses a hand that fills a 224-px close-up (so do we by default: the
+    # parity); close_up_steps looks at the whole frame and finds it, in static and in tracking mode,
+    # where the next frame follows it from its landmarks; an empty frame stays empty
+
+    photo = real_photos("roboflow_gestures_v6/images", "IMG-20230312-WA0652*.jpg")[0]
+    rgb = cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB)
+    base = dict(backend="onnxruntime", threads=1, work_dir=work_dir)
+    assert len(HandPipeline(PipelineConfig(static=True, **base))(rgb)) == 0
+    found = HandPipeline(PipelineConfig(static=True, close_up_steps=2, **base))(rgb)
+    assert len(found) == 1 and found.score[0] > 0.9 and found.to_json()[0]["gesture"] == "normal_hand"
+    x1, y1, x2, y2 = found.xyxy[0]
+    assert (x2 - x1) * (y2 - y1) > 0.4 * rgb.shape[0] * rgb.shape[1]  # the hand fills the frame
+    tracking = HandPipeline(PipelineConfig(close_up_steps=2, **base))
+    first, second = tracking(rgb), tracking(rgb)
+    assert len(first) == len(second) == 1 and first.track_id[0] == second.track_id[0]
+    assert tracking.detector_calls == 2  # max_hands 4: MediaPipe's rule looks for more hands every frame
+    blank = np.full((224, 224, 3), 127, np.uint8)
+    assert len(HandPipeline(PipelineConfig(static=True, close_up_steps=2, **base))(blank)) == 0

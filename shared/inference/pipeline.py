@@ -123,6 +123,13 @@ class PipelineConfig(TrackerConfig):
     landmark_roi_scale: float = option(2.0, "mediapipe landmark ROI: side = palm-landmark extent x this")
     landmark_roi_shift: float = option(-0.1, "mediapipe landmark ROI: shift along the hand axis, in ROI heights "
                                              "(negative = towards the fingers)")
+    close_up_steps: int = option(0, "when no hand is found in a frame (tracking mode: none followed and none "
+                                    "detected), look for one hand that fills the frame: the crop model on the whole "
+                                    "frame (a centred square on its long side), then this many re-crops from its own "
+                                    "landmarks (the landmark ROI rule of tracking mode). 0 = off, MediaPipe's "
+                                    "behaviour: its palm detector misses most hands that fill the frame. 2 finds 4 of "
+                                    "the 5 such hands of the real test photos (README, Gestures); it costs 1 + steps "
+                                    "crop-model calls on a frame without a hand (1 when none is there)", min=0)
     keypoint_roi_expand: float = option(1.0, "'keypoints' landmark ROI: side = keypoint extent x (1 + this)")
     box_pad: float = option(0.1, "output box = landmark extent grown by this fraction on each side (landmarks "
                                  "are joint centres, the hand's skin reaches beyond them)")
@@ -370,6 +377,7 @@ class HandPipeline:
             rois.append([palms[i] for i in associate_rois(palms, self.cfg.roi_association_iou)])
         t1 = time.perf_counter()
         frames, t_crops, t_model = self._landmarks(images, rois)
+        t_crops, t_model = self._close_ups(images, frames, [True] * len(frames), t_crops, t_model)
         t4 = time.perf_counter()
         n = len(images)
         t_post = (t4 - t1) - t_crops - t_model
@@ -416,14 +424,36 @@ class HandPipeline:
         return image
 
     def _rois_from_followed(self) -> list[Roi]:
+        return [self._landmark_roi(kp) for kp in self._followed[: self.cfg.max_hands]]
+
+    def _landmark_roi(self, keypoints: np.ndarray) -> Roi:
+        """The next crop of a hand from its landmarks [21, 2+] (tracking mode's rule)."""
         cfg = self.cfg
-        rois = []
-        for kp in self._followed[: cfg.max_hands]:
-            if cfg.landmark_roi == "mediapipe":
-                rois.append(roi_from_landmarks(kp, cfg.landmark_roi_scale, cfg.landmark_roi_shift))
-            else:
-                rois.append(roi_from_keypoints(kp, expand_ratio=cfg.keypoint_roi_expand, rotate=True))
-        return rois
+        if cfg.landmark_roi == "mediapipe":
+            return roi_from_landmarks(keypoints, cfg.landmark_roi_scale, cfg.landmark_roi_shift)
+        return roi_from_keypoints(keypoints, expand_ratio=cfg.keypoint_roi_expand, rotate=True)
+
+    def _close_ups(self, images: list[np.ndarray], frames: list[_Frame], eligible: list[bool], t_crops: float,
+                   t_model: float) -> tuple[float, float]:
+        """`close_up_steps`: in each eligible frame where no hand was found, one hand that fills the
+        frame (the crop model on a centred square on the long side, then re-cropped from its own
+        landmarks `close_up_steps` times; a re-crop that loses the hand keeps the last answer).
+        Replaces those frames in place; returns the crop / crop-model seconds with these calls added."""
+        steps = self.cfg.close_up_steps
+        todo = [i for i, (f, ok) in enumerate(zip(frames, eligible)) if ok and steps > 0 and not len(f.results)]
+        rois = [[Roi(im.shape[1] / 2, im.shape[0] / 2, float(max(im.shape[:2])), 0.0)]
+                for im in (images[i] for i in todo)]
+        for _ in range(1 + steps):
+            if not todo:
+                break
+            found, dt_crops, dt_model = self._landmarks([images[i] for i in todo], rois)
+            t_crops, t_model = t_crops + dt_crops, t_model + dt_model
+            hit = [k for k, f in enumerate(found) if len(f.results)]
+            for k in hit:
+                frames[todo[k]] = found[k]
+            todo = [todo[k] for k in hit]
+            rois = [[self._landmark_roi(found[k].raw_keypoints[0])] for k in hit]
+        return t_crops, t_model
 
     def _merge(self, followed: list[Roi], origins: list[int], detections: Detections, limit: int
                ) -> tuple[list[Roi], list[int]]:
@@ -541,6 +571,8 @@ def process_streams(pipes: list[HandPipeline], images: list[np.ndarray],
     t1 = time.perf_counter()
     frames, t_crops, t_model = lead._landmarks([st.image for st in steps], [st.rois for st in steps],
                                                [st.origins for st in steps])
+    t_crops, t_model = lead._close_ups([st.image for st in steps], frames,
+                                       [st.run_detector for st in steps], t_crops, t_model)
     t4 = time.perf_counter()
     n = len(pipes)
     t_post = ((t4 - t1) - t_crops - t_model) / n
