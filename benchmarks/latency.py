@@ -115,8 +115,9 @@ def run_ours(pipe, frames: np.ndarray, warmup: int) -> list[dict]:
     pipe.reset()
     rows = []
     for frame in frames:
+        cpu = time.process_time()
         pipe.process(frame)
-        rows.append(pipe.last_timing.as_dict())
+        rows.append({**pipe.last_timing.as_dict(), "cpu": (time.process_time() - cpu) * 1e3})
     return rows
 
 
@@ -137,6 +138,8 @@ def summarise(system: str, backend: str, mode: str, hands: int, per_frame: list[
         row[stage] = float(np.mean([r[stage] for r in per_frame])) if ours else None
     row.update({"total": float(total.mean()), "p50": float(np.median(total)), "p90": float(np.percentile(total, 90)),
                 "fps": float(1000.0 / total.mean())})
+    # CPU milliseconds per frame, every thread of the process (1 thread: about the total)
+    row["cpu"] = float(np.mean([r["cpu"] for r in per_frame])) if all("cpu" in r for r in per_frame) else None
     return row
 
 
@@ -155,6 +158,10 @@ def main() -> None:
     parser.add_argument("--openvino_int8_model", default="",
                         help="an int8 BlazeHand .onnx for the 'openvino int8' rows (e.g. components.export --precision "
                              "int8 --runtime openvino --quantizer nncf); default: --int8_model, which runs on both")
+    parser.add_argument("--all_cores", type=int, default=os.cpu_count() or 1,
+                        help="also the 'openvino int8, N threads' rows: the same int8 pipeline on N threads (default: "
+                             "every core; OpenVINO's kernels split one network over them, MediaPipe 0.10.21's desktop "
+                             "build runs on one whatever the machine has); 1 = no such rows")
     parser.add_argument("--no_mediapipe", action="store_true", help="skip the MediaPipe peer")
     args = parser.parse_args()
 
@@ -186,6 +193,11 @@ def main() -> None:
     for b, int8 in int8_files.items():  # the same fp32 palm detector; the int8 crop model
         models[f"{b} int8"] = (models[b][0], create_crop_model(
             b, ModelRef("blazehand", str(int8), img_size=224, threads=args.threads)))
+    all_cores = f"openvino int8, {args.all_cores} threads"
+    if args.all_cores > 1 and args.threads == 1 and "openvino" in int8_files:
+        models[all_cores] = (create_detector("blazepalm", backend="openvino", max_detections=4, threads=args.all_cores),
+                             create_crop_model("openvino", ModelRef("blazehand", str(int8_files["openvino"]),
+                                                                    img_size=224, threads=args.all_cores)))
     sequences = {n: make_frames(n, args.frames) for n in args.hands}
     # components.infer with no flags: a --video is tracked, a folder of photos is static.
     defaults = {mode: pipeline_config(InferConfig(**({"video": "clip.mp4"} if mode == "tracking" else
@@ -205,7 +217,8 @@ def main() -> None:
                     if mp_python is not None:
                         t = time.perf_counter()
                         out = run_mediapipe(paths[n], n, mode == "static", args.warmup, mp_python)
-                        per = [{"total": ms, "hands": k} for ms, k in zip(out["ms"], out["hands"])]
+                        per = [{"total": ms, "cpu": cpu, "hands": k}
+                               for ms, cpu, k in zip(out["ms"], out.get("cpu_ms", out["ms"]), out["hands"])]
                         results.setdefault(("mediapipe", "tflite+xnnpack", mode, n), []).extend(per)
                         print(f"round {rnd + 1} mediapipe {mode} {n} hand(s): {time.perf_counter() - t:.1f}s")
                     pipe = HandPipeline(dataclasses.replace(defaults[mode], max_hands=n),
@@ -214,7 +227,7 @@ def main() -> None:
                         run_ours(pipe, frames, args.warmup))
                     for backend, (detector, crop_model) in models.items():
                         cfg = PipelineConfig(backend=backend.split()[0], static=mode == "static", max_hands=n,
-                                             threads=args.threads)
+                                             threads=args.all_cores if backend == all_cores else args.threads)
                         pipe = HandPipeline(cfg, detector=detector, crop_model=crop_model)
                         t = time.perf_counter()
                         results.setdefault(("ours", backend, mode, n), []).extend(run_ours(pipe, frames, args.warmup))
@@ -249,23 +262,29 @@ def main() -> None:
     # Its compute alone is in benchmarks/tracking.py; here it also pays for bringing its code
     # back into the CPU caches the model evicted (see shared/tracking/kernels.py).
     # INT8 (#15): ours int8 / MediaPipe per frame, tracking (goal <= 0.6) and static (<= 0.7), per runtime.
-    for runtime in int8_files:
-        prefix = "int8" if runtime == "onnxruntime" else f"{runtime}_int8"
+    # The all-cores rows are judged apart (`openvino_int8_<N>_threads_...`): they use more CPU than
+    # MediaPipe, whose CPU time per frame the rows give beside them.
+    runs = {("int8" if b == "onnxruntime" else f"{b}_int8"): f"{b} int8" for b in int8_files}
+    if all_cores in models:
+        runs[f"openvino_int8_{args.all_cores}_threads"] = all_cores
+    for prefix, backend in runs.items():
         for n in args.hands:
             for mode, limit in (("tracking", 0.6), ("static", 0.7)):
-                ours = find("ours", f"{runtime} int8", mode, n)
+                ours = find("ours", backend, mode, n)
                 theirs = find("mediapipe", "tflite+xnnpack", mode, n)
                 if ours is not None and theirs is not None:
                     ratio = ours["total"] / max(theirs["total"], 1e-9)
                     goals[f"{prefix}_{n}_hand_{mode}_ratio_to_mediapipe"] = round(ratio, 3)
                     goals[f"{prefix}_{n}_hand_{mode}_ok"] = ratio <= limit
+                    if ours.get("cpu") and theirs.get("cpu"):
+                        goals[f"{prefix}_{n}_hand_{mode}_cpu_ratio_to_mediapipe"] = round(ours["cpu"] / theirs["cpu"], 3)
     tracker_4 = find("ours", best, "tracking", 4)
     if tracker_4 is not None:
         goals["tracker_ms_4_hands"] = round(tracker_4["tracker"], 3)
         goals["tracker_ok"] = goals["tracker_ms_4_hands"] < 0.2
     print("\ngoals:", json.dumps(goals))
     write_results("latency", {
-        "settings": {"int8_models": {b: str(f) for b, f in int8_files.items()},
+        "settings": {"int8_models": {b: str(f) for b, f in int8_files.items()}, "all_cores": args.all_cores,
                      "frames": args.frames, "warmup": args.warmup, "repeats": args.repeats, "threads": args.threads,
                      "canvas": list(CANVAS), "mediapipe": "0.10.21 model_complexity=1" if mp_python else mp_error,
                      "infer_defaults": {"backend": defaults["tracking"].backend,
