@@ -277,7 +277,8 @@ def main() -> None:
                     goals[f"{prefix}_{n}_hand_{mode}_ratio_to_mediapipe"] = round(ratio, 3)
                     goals[f"{prefix}_{n}_hand_{mode}_ok"] = ratio <= limit
                     if ours.get("cpu") and theirs.get("cpu"):
-                        goals[f"{prefix}_{n}_hand_{mode}_cpu_ratio_to_mediapipe"] = round(ours["cpu"] / theirs["cpu"], 3)
+                        cpu_ratio = ours["cpu"] / theirs["cpu"]
+                        goals[f"{prefix}_{n}_hand_{mode}_cpu_ratio_to_mediapipe"] = round(cpu_ratio, 3)
     tracker_4 = find("ours", best, "tracking", 4)
     if tracker_4 is not None:
         goals["tracker_ms_4_hands"] = round(tracker_4["tracker"], 3)
