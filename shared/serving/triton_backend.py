@@ -79,12 +79,16 @@ class SharedMemoryImage:
 
         self.shm = shm
         self.client = client
-        self.name = f"hand_image_{os.getpid()}_{next(_REGION_IDS)}"
+        self.name = ""
         self.handle: Any = None
         self.size = 0
 
     def _resize(self, nbytes: int) -> None:
         self.close()
+        # A new name for every region: should the server not have let go of the last one (its
+        # unregister is refused while a request still holds the region; seen once on a loaded
+        # machine as ALREADY_EXISTS on the re-registration), the new one cannot collide with it.
+        self.name = f"hand_image_{os.getpid()}_{next(_REGION_IDS)}"
         self.handle = self.shm.create_shared_memory_region(self.name, "/" + self.name, nbytes)
         self.size = nbytes
         self.client.register_system_shared_memory(self.name, "/" + self.name, nbytes)
