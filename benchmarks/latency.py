@@ -203,7 +203,7 @@ def main() -> None:
     defaults = {mode: pipeline_config(InferConfig(**({"video": "clip.mp4"} if mode == "tracking" else
                                                      {"input_dir": "photos/"})))
                 for mode in ("tracking", "static")}
-    default_label = f"{defaults['tracking'].backend}, {defaults['tracking'].threads} thread(s)"
+    default_label = f"{defaults['tracking'].backend}, {defaults['tracking'].runtime_threads()} thread(s)"
     default_models = {n: HandPipeline(dataclasses.replace(defaults["tracking"], max_hands=n)) for n in args.hands}
     results: dict[tuple, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -289,7 +289,7 @@ def main() -> None:
                      "frames": args.frames, "warmup": args.warmup, "repeats": args.repeats, "threads": args.threads,
                      "canvas": list(CANVAS), "mediapipe": "0.10.21 model_complexity=1" if mp_python else mp_error,
                      "infer_defaults": {"backend": defaults["tracking"].backend,
-                                        "threads": defaults["tracking"].threads,
+                                        "threads": defaults["tracking"].runtime_threads(),
                                         "mode": "tracking for a video, static for a folder of photos"}},
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "rows": rows,

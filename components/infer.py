@@ -227,7 +227,7 @@ def run_inference(cfg: InferConfig) -> InferResult:
         "detector_calls": pipe.detector_calls,
         "backend": cfg.backend,
         "detector": cfg.detector,
-        "threads": pipe.cfg.threads,
+        "threads": pipe.cfg.runtime_threads(),  # 0: the runtime's default, every core
         "mode": "static" if pipe.cfg.static else "tracking",
         "gesture_head": pipe.crop_model.gesture_trained,
         "gesture_model": None if pipe.gesture_model is None else (pipe.gesture_model.card or {}).get("name", "custom"),

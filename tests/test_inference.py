@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from components.infer import InferConfig, main, run_inference
+from components.infer import InferConfig, main, pipeline_config, run_inference
 from shared.data.hagrid import read_hagrid
 from shared.data.labels import read_labels
 from shared.drawing import Annotator
@@ -492,8 +492,11 @@ def test_infer_folder_of_photos_is_static_by_default(tmp_path, work_dir):
     photos.mkdir()
     for path in real_photos(PALM_DIR)[:3]:
         (photos / path.name).symlink_to(path)
-    assert (InferConfig().backend, InferConfig().threads) == ("onnxruntime", 1)
-    assert (PipelineConfig().backend, PipelineConfig().threads) == ("onnxruntime", 1)
+    assert InferConfig().backend == PipelineConfig().backend == "onnxruntime"
+    assert PipelineConfig().runtime_threads() == pipeline_config(InferConfig(input_dir="x")).runtime_threads() == 1
+    # OpenVINO splits each network over the cores: every core is its fastest for one stream
+    assert PipelineConfig(backend="openvino").runtime_threads() == 0
+    assert PipelineConfig(backend="openvino", threads=1).runtime_threads() == 1
     runs = {}
     for name, extra in (("static", {}), ("sequence", {"sequence": True})):
         out = tmp_path / name

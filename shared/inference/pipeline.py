@@ -91,11 +91,12 @@ class PipelineConfig(TrackerConfig):
                                     "--model_weights an int8 .onnx from `components.export onnx --precision int8`",
                             metadata={"choices": ["fp32", "int8"]})
     device: str = option("cpu", "torch/onnxruntime device: cpu, cuda or auto")
-    threads: int = option(1, "CPU threads for torch / onnxruntime / openvino (0 = the library's default, all "
-                             "cores). 1: on a "
-                             "2-core machine one stream runs as fast as on 2 with onnxruntime (within 10%) and "
-                             "torch's 2 threads stall when other processes share the cores (README, Latency); "
-                             "MediaPipe uses 1 on desktop")
+    threads: int = option(-1, "CPU threads for torch / onnxruntime / openvino: -1 = the fastest for one stream "
+                              "as measured (README, Latency): 1 on onnxruntime and torch (on a 2-core machine one "
+                              "stream runs as fast as on 2 with onnxruntime, within 10%, and torch's 2 threads stall "
+                              "when other processes share the cores), every core on openvino (its kernels split each "
+                              "network over them: 1.6-1.8x faster per frame on 2 cores); 0 = the library's default "
+                              "(all cores); N = N", min=-1)
     img_size: int = option(224, "crop side fed to the crop model (BlazeHand: 224)")
     max_hands: int = option(4, "at most this many hands per frame")
     expand_ratio: float = option(0.3, "YOLO box -> crop: the longer side grown by this ratio, squared")
@@ -168,6 +169,12 @@ class PipelineConfig(TrackerConfig):
                                      ("precision", self.precision, ("fp32", "int8"))):
             if value not in choices:
                 raise UserError(f"--{name} {value!r} is not one of {', '.join(choices)}")
+
+    def runtime_threads(self) -> int:
+        """`threads` for the runtimes: -1 resolved for the backend (openvino: 0, every core; else 1)."""
+        if self.threads >= 0:
+            return self.threads
+        return 0 if self.backend == "openvino" else 1
 
     def tracker_config(self) -> TrackerConfig:
         """The tracker's part of these settings."""
@@ -309,13 +316,13 @@ class HandPipeline:
         if crop_model is None:
             weights = crop_model_weights(cfg.model_type, cfg.model_weights, cfg.precision, cfg.backend)
             ref = ModelRef(cfg.model_type, weights, img_size=cfg.img_size, device=cfg.device,
-                           work_dir=cfg.work_dir, threads=cfg.threads, options={"url": cfg.triton_url})
+                           work_dir=cfg.work_dir, threads=cfg.runtime_threads(), options={"url": cfg.triton_url})
             crop_model = create_crop_model(cfg.backend, ref)
         if detector is None:
             detector = create_detector(cfg.detector, backend=cfg.backend, yolo_model=cfg.yolo_model,
                                        expand_ratio=cfg.expand_ratio, score_threshold=cfg.detector_score_threshold,
                                        max_detections=cfg.max_hands, device=cfg.device, work_dir=cfg.work_dir,
-                                       threads=cfg.threads, options={"url": cfg.triton_url},
+                                       threads=cfg.runtime_threads(), options={"url": cfg.triton_url},
                                        palm_letterbox=cfg.palm_letterbox)
         self.detector = detector
         self.crop_model = crop_model
