@@ -31,7 +31,8 @@ Static mode with the defaults gives MediaPipe Hands 0.10.21's answers (static_im
 model_complexity 1, the same thresholds and max_num_hands) to within a few thousandths of
 a pixel: `tests/test_mediapipe_live_parity.py`, docs/parity.md. The options that differ
 from MediaPipe on purpose are named there: `palm_letterbox="area"`, `duplicate_iou`,
-`detect_interval`, `smooth_keypoints` (tracking mode), `landmark_roi="keypoints"`.
+`detect_interval`, `smooth_keypoints` (tracking mode), `landmark_roi="keypoints"`,
+`close_up_steps` (a hand that fills the frame, which MediaPipe's palm detector misses).
 
 Timing per stage (detector / crops / crop model / post / tracker) is kept for the last
 frame (`last_timing`) and summed (`timing_totals`), for the benchmark and the CLI summary.
@@ -129,8 +130,8 @@ class PipelineConfig(TrackerConfig):
                                     "frame (a centred square on its long side), then this many re-crops from its own "
                                     "landmarks (the landmark ROI rule of tracking mode). 0 = off, MediaPipe's "
                                     "behaviour: its palm detector misses most hands that fill the frame. 2 finds 4 of "
-                                    "the 5 such hands of the real test photos (README, Gestures); it costs 1 + steps "
-                                    "crop-model calls on a frame without a hand (1 when none is there)", min=0)
+                                    "the 5 such hands of the real test photos (README, Gestures); it costs 1 crop-"
+                                    "model call on a frame where no hand is found, 1 + steps when it finds one", min=0)
     keypoint_roi_expand: float = option(1.0, "'keypoints' landmark ROI: side = keypoint extent x (1 + this)")
     box_pad: float = option(0.1, "output box = landmark extent grown by this fraction on each side (landmarks "
                                  "are joint centres, the hand's skin reaches beyond them)")
