@@ -96,7 +96,7 @@ class PipelineConfig(TrackerConfig):
                               "as measured (README, Latency): 1 on onnxruntime and torch (on a 2-core machine one "
                               "stream runs as fast as on 2 with onnxruntime, within 10%, and torch's 2 threads stall "
                               "when other processes share the cores), every core on openvino (its kernels split each "
-                              "network over them: 1.6-1.8x faster per frame on 2 cores); 0 = the library's default "
+                              "network over them: 1.75-1.95x faster per network on 2 cores); 0 = the library's default "
                               "(all cores); N = N", min=-1)
     img_size: int = option(224, "crop side fed to the crop model (BlazeHand: 224)")
     max_hands: int = option(4, "at most this many hands per frame")
