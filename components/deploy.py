@@ -40,7 +40,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.config import add_config_args, check_outputs, check_writable, config_to_dict, load_config, option
+from shared.config import (
+    FLAGS,
+    add_config_args,
+    build_config,
+    check_outputs,
+    check_writable,
+    config_to_dict,
+    load_config,
+    option,
+)
 from shared.errors import UserError, run_cli
 from shared.hand import GESTURE_NONE, GESTURE_UNKNOWN, GESTURES, HANDEDNESS
 from shared.inference.detectors import DETECTORS, DetectorSpec, detector_kind
@@ -304,16 +313,13 @@ def detection_models(cfg: DeployConfig, det_inputs: list[TensorSpec], det_output
 
 def pipeline_settings(cfg: DeployConfig) -> Any:
     """The HandPipeline settings (`PipelineConfig`) the served pipelines run with, validated here, at
-    deploy time: unknown keys, and every value by PipelineConfig itself."""
+    deploy time by the config loader's checks (unknown keys, types, ranges) and PipelineConfig's own;
+    the deploy's own settings win over the `pipeline` mapping."""
     from shared.inference.pipeline import PipelineConfig
 
-    known = {f.name for f in dataclasses.fields(PipelineConfig)}
-    unknown = sorted(set(cfg.pipeline) - known)
-    if unknown:
-        raise UserError(f"pipeline: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-    values = {**cfg.pipeline, "detector": cfg.detector, "model_type": cfg.model_type, "img_size": cfg.img_size,
-              "max_hands": cfg.max_hands, "backend": "onnxruntime", "yolo_model": "", "model_weights": "mediapipe"}
-    return PipelineConfig(**values)
+    fixed = {"detector": cfg.detector, "model_type": cfg.model_type, "img_size": cfg.img_size,
+             "max_hands": cfg.max_hands, "backend": "onnxruntime", "yolo_model": "", "model_weights": "mediapipe"}
+    return build_config(PipelineConfig, [("pipeline", cfg.pipeline), (FLAGS, fixed)])
 
 
 def pipeline_networks(cfg: DeployConfig) -> str:

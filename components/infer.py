@@ -43,7 +43,9 @@ import cv2
 from tqdm import tqdm
 
 from shared.config import (
+    FLAGS,
     add_config_args,
+    build_config,
     check_writable,
     config_to_dict,
     load_config,
@@ -130,14 +132,8 @@ def pipeline_config(cfg: InferConfig) -> PipelineConfig:
     """The HandPipeline settings of an inference run (flags first, then the YAML extras)."""
     values = {name: getattr(cfg, name) for name in PASSED_ON}
     values["static"] = is_static(cfg)
-    if not isinstance(cfg.pipeline, dict):
-        raise UserError(f"pipeline: expected a mapping of HandPipeline settings, got {cfg.pipeline!r}")
-    known = set(PipelineConfig.__dataclass_fields__)
-    unknown = sorted(set(cfg.pipeline) - known)
-    if unknown:
-        raise UserError(f"pipeline: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-    values.update(cfg.pipeline)
-    return PipelineConfig(**values)
+    # The YAML extras through the config loader's checks: unknown keys, types and ranges
+    return build_config(PipelineConfig, [(FLAGS, values), ("pipeline", cfg.pipeline)])
 
 
 def _check_paths(cfg: InferConfig) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import cv2
@@ -682,3 +683,32 @@ def test_close_up_steps_find_a_hand_that_fills_the_frame(work_dir):
     assert tracking.detector_calls == 2  # max_hands 4: MediaPipe's rule looks for more hands every frame
     blank = np.full((224, 224, 3), 127, np.uint8)
     assert len(HandPipeline(PipelineConfig(static=True, close_up_steps=2, **base))(blank)) == 0
+
+
+@pytest.mark.parametrize("pipeline,needle", [
+    ("{close_up_steps: -1}", "pipeline: close_up_steps = -1: expected int >= 0"),  # out of range
+    ("{gesture_threshold: high}", "pipeline: gesture_threshold = 'high'"),  # wrong type
+    ("{detect_intervall: 10}", "unknown config key(s) detect_intervall"),  # a typo, named
+    ("[1, 2]", "pipeline = [1, 2]: expected a mapping"),  # not a mapping (the YAML loader names the file)
+])
+def test_infer_yaml_pipeline_settings_are_checked(pipeline, needle, tmp_path, capsys):
+    # the YAML's `pipeline:` extras go through the same checks as every other setting (also at deploy)
+    from components.deploy import DeployConfig, pipeline_settings
+    from shared.errors import run_cli
+
+    config = tmp_path / "infer.yaml"
+    config.write_text(f"infer:\n  pipeline: {pipeline}\n")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.jpg"), np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(SystemExit) as exc:
+        run_cli(main, ["--config", str(config), "--input_dir", str(photos), "--output_dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and needle in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
+    import yaml
+
+    value = yaml.safe_load(pipeline)
+    if isinstance(value, dict):
+        with pytest.raises(UserError, match=re.escape(needle)):
+            pipeline_settings(DeployConfig(pipeline=value))
