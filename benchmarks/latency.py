@@ -185,19 +185,20 @@ def main() -> None:
     if "openvino" in args.backends and not openvino_available():
         print("warning: openvino does not import; measuring without it")
         args.backends.remove("openvino")
+    def crop_model(backend: str, weights: str, threads: int):
+        return create_crop_model(backend, ModelRef("blazehand", weights, img_size=224, threads=threads))
+
+    # name -> (palm detector, crop model, threads)
     models = {b: (create_detector("blazepalm", backend=b, max_detections=4, threads=args.threads),
-                  create_crop_model(b, ModelRef("blazehand", "mediapipe", img_size=224, threads=args.threads)))
-              for b in args.backends}
+                  crop_model(b, "mediapipe", args.threads), args.threads) for b in args.backends}
     int8_files = {"onnxruntime": args.int8_model, "openvino": args.openvino_int8_model or args.int8_model}
     int8_files = {b: Path(f) for b, f in int8_files.items() if f and Path(f).is_file() and b in args.backends}
     for b, int8 in int8_files.items():  # the same fp32 palm detector; the int8 crop model
-        models[f"{b} int8"] = (models[b][0], create_crop_model(
-            b, ModelRef("blazehand", str(int8), img_size=224, threads=args.threads)))
+        models[f"{b} int8"] = (models[b][0], crop_model(b, str(int8), args.threads), args.threads)
     all_cores = f"openvino int8, {args.all_cores} threads"
     if args.all_cores > 1 and args.threads == 1 and "openvino" in int8_files:
         models[all_cores] = (create_detector("blazepalm", backend="openvino", max_detections=4, threads=args.all_cores),
-                             create_crop_model("openvino", ModelRef("blazehand", str(int8_files["openvino"]),
-                                                                    img_size=224, threads=args.all_cores)))
+                             crop_model("openvino", str(int8_files["openvino"]), args.all_cores), args.all_cores)
     sequences = {n: make_frames(n, args.frames) for n in args.hands}
     # components.infer with no flags: a --video is tracked, a folder of photos is static.
     defaults = {mode: pipeline_config(InferConfig(**({"video": "clip.mp4"} if mode == "tracking" else
@@ -225,10 +226,10 @@ def main() -> None:
                                         detector=default_models[n].detector, crop_model=default_models[n].crop_model)
                     results.setdefault(("ours: infer defaults", default_label, mode, n), []).extend(
                         run_ours(pipe, frames, args.warmup))
-                    for backend, (detector, crop_model) in models.items():
+                    for backend, (detector, crops, threads) in models.items():
                         cfg = PipelineConfig(backend=backend.split()[0], static=mode == "static", max_hands=n,
-                                             threads=args.all_cores if backend == all_cores else args.threads)
-                        pipe = HandPipeline(cfg, detector=detector, crop_model=crop_model)
+                                             threads=threads)
+                        pipe = HandPipeline(cfg, detector=detector, crop_model=crops)
                         t = time.perf_counter()
                         results.setdefault(("ours", backend, mode, n), []).extend(run_ours(pipe, frames, args.warmup))
                         print(f"round {rnd + 1} ours {backend} {mode} {n} hand(s): {time.perf_counter() - t:.1f}s")
