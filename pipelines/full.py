@@ -590,7 +590,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default=None, help="demo | full | tiny | a YAML path (default: demo offline, "
                                                        "full with a server)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
+    parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                        help="override config keys (repeatable: --set a=1 --set b=2 is --set a=1 b=2)")
     parser.add_argument("--offline", action="store_true", help="run offline in this process even with a server")
     parser.add_argument("--local", action="store_true", help="with a server: run steps as local subprocesses")
     args = parser.parse_args(argv)

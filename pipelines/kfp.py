@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="pipeline.yaml", help="YAML to write (default: pipeline.yaml)")
     parser.add_argument("--preset", default="full", help="demo | full | tiny | a YAML path (default: full)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
+    parser.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                        help="override config keys (repeatable: --set a=1 --set b=2 is --set a=1 b=2)")
     parser.add_argument("--image", default=DEFAULT_IMAGE,
                         help=f"container image with this project installed (default: {DEFAULT_IMAGE}, "
                              "env HANDOPS_IMAGE; see the Dockerfile)")

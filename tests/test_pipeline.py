@@ -267,6 +267,13 @@ def test_real_preset_needs_its_input(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "input_dir" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_repeated_set_flags_add_up(tmp_path: Path) -> None:
+    # `--set a=1 --set b=2` (the documented form) keeps both: the second input_dir is the one read
+    proc = _run(tmp_path, "--preset", "real", "--set", f"output_dir={tmp_path / 'o'}",
+                "--set", f"input_dir={tmp_path / 'missing'}", timeout=120)
+    assert proc.returncode == 2 and f"{tmp_path / 'missing'} does not exist" in proc.stderr, proc.stderr
+
+
 def test_hand_over_is_an_explicit_setting(tmp_path: Path) -> None:
     """How steps pass files is the pipeline setting `hand_over` (no environment variable):
     by path, folders stay where they are and no ClearML dataset is made."""
