@@ -15,6 +15,12 @@ accuracy on the labelled test photos (HaGRID or YOLO layout) within 0.01 of the 
 with the same number of hands on every photo. A model that misses a tolerance is not written:
 exit 2, naming the tolerance; the float model is kept.
 
+The palm detector (`--model_type blazepalm_full`) is calibrated on the photos themselves,
+letterboxed as it sees them; its sweep keeps whole modules in float, and it is verified palm
+for palm after its post-processing (the same number of palms on every held-out photo, or
+`--tol_photos_differ`; box and keypoint px at 192). The timm / G-MAE classifiers: every layer
+but the head int8, top-1 agreement >= 0.99 on held-out crops.
+
 One subcommand per target format (`onnx` now; `tensorrt` plugs in the same way:
 a config dataclass, a stage function in shared/, a `_run_<target>` here).
 Inputs are NCHW float RGB in [0, 1]; tensor names come from shared/models/specs.py.
@@ -30,7 +36,7 @@ from shared.config import add_config_args, check_writable, load_config
 from shared.errors import UserError, run_cli
 from shared.inference.gesture_eval import end_to_end_check
 from shared.inference.gestures import landmark_gesture_reader
-from shared.inference.real_crops import real_crops
+from shared.inference.real_crops import real_crops, real_frames
 from shared.models.export import OnnxExportConfig, export_onnx_stage
 from shared.models.tensorrt import TensorRTExportConfig, describe, export_tensorrt
 
@@ -44,7 +50,7 @@ def _run_onnx(args: argparse.Namespace) -> int:
     int8 = cfg.precision == "int8"
     result = export_onnx_stage(cfg, real_crops, gestures=landmark_gesture_reader() if int8 else None,
                                end_to_end=end_to_end_check(cfg.test_dir, backend=cfg.runtime) if int8 else None,
-                               model=_fine_tuned_classifier(cfg))
+                               model=_fine_tuned_classifier(cfg), real_frames=real_frames)
     print(f"wrote {result.onnx_path} ({result.model_type}, {result.parameters:,} parameters, opset {result.opset}"
           f"{', dynamic batch' if result.dynamic_batch else ''})")
     if result.load_report:

@@ -72,6 +72,7 @@ class InferConfig:
     # choices); more of them go in the YAML's `pipeline:` mapping.
     detector: str = option_like(PipelineConfig, "detector")
     yolo_model: str = option_like(PipelineConfig, "yolo_model")
+    palm_onnx: str = option_like(PipelineConfig, "palm_onnx")
     model_weights: str = option_like(PipelineConfig, "model_weights")
     model_type: str = option_like(PipelineConfig, "model_type")
     backend: str = option_like(PipelineConfig, "backend")

@@ -105,6 +105,9 @@ class PipelineConfig(TrackerConfig):
     static: bool = option(False, "every frame independent: detector each frame, no tracking "
                                  "(MediaPipe's static_image_mode)")
     detector_score_threshold: float = option(0.5, "minimum detector score (MediaPipe's min_detection_confidence)")
+    palm_onnx: str = option("", "the palm detector as an ONNX file, e.g. an int8 one from `components.export onnx "
+                                "--model_type blazepalm_full --precision int8` (--backend onnxruntime or openvino); "
+                                "'' = MediaPipe's palm detector")
     palm_letterbox: str = option("mediapipe", "palm-detector input: 'mediapipe' (MediaPipe's ImageToTensor, bit for "
                                               "bit: point-sampled bilinear, aliases on large photos) or 'area' (area-"
                                               "averaged resize: smoother, other palm scores and boxes on big images)",
@@ -170,6 +173,17 @@ class PipelineConfig(TrackerConfig):
                                      ("precision", self.precision, ("fp32", "int8"))):
             if value not in choices:
                 raise UserError(f"--{name} {value!r} is not one of {', '.join(choices)}")
+
+        if self.palm_onnx:
+            if self.detector != "blazepalm":
+                raise UserError(f"--palm_onnx is the blazepalm detector's file; --detector {self.detector} does not "
+                                "use it")
+            if self.backend not in ("onnxruntime", "openvino"):
+                raise UserError(f"--palm_onnx {self.palm_onnx}: an ONNX palm detector runs on --backend onnxruntime or "
+                                f"openvino, not {self.backend}")
+            if not Path(self.palm_onnx).is_file():
+                raise UserError(f"--palm_onnx {self.palm_onnx}: no such file (leave it empty for MediaPipe's palm "
+                                "detector)")
 
     def runtime_threads(self) -> int:
         """`threads` for the runtimes: -1 resolved for the backend (openvino: 0, every core; else 1)."""
@@ -324,7 +338,7 @@ class HandPipeline:
                                        expand_ratio=cfg.expand_ratio, score_threshold=cfg.detector_score_threshold,
                                        max_detections=cfg.max_hands, device=cfg.device, work_dir=cfg.work_dir,
                                        threads=cfg.runtime_threads(), options={"url": cfg.triton_url},
-                                       palm_letterbox=cfg.palm_letterbox)
+                                       palm_letterbox=cfg.palm_letterbox, palm_weights=cfg.palm_onnx or "mediapipe")
         self.detector = detector
         self.crop_model = crop_model
         self.tracker = HandTracker(cfg.tracker_config())

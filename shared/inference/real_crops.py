@@ -220,3 +220,44 @@ def write_hand_crops(sources: str | Path | Iterable[str | Path], out_dir: str | 
         raise no_hands_error(sources, scan.images_read, use)
     return CropFolderReport(str(out), sum(per_folder.values()), scan.images_read, dict(sorted(per_folder.items())),
                             scan.unreadable, "+".join(sorted(scan.how)))
+
+
+def real_frames(sources: str | Path | Iterable[str | Path], size: int = 192, limit: int | None = None,
+                seed: int = 0) -> RealCrops:
+    """Up to `limit` real photos as the palm detector sees them: each letterboxed to `size` x `size`
+    the MediaPipe way (`shared.models.blazepalm_post.letterbox`), [N, 3, S, S] float RGB in [0, 1].
+    The INT8 palm detector is calibrated and verified on these (`shared.models.quantize_palm`), as
+    BlazeHand is on `real_crops`. Photos are taken in the same fixed shuffled order; a YOLO dataset
+    is read through its images. `keypoints` is empty ([N, 0, 3]): the float palm detector is the
+    reference, and whether the photos hold hands at all is checked against it."""
+    from shared.models.blazepalm_post import letterbox
+
+    sources = [Path(sources)] if isinstance(sources, (str, Path)) else [Path(s) for s in sources]
+    if not sources:
+        raise UserError("no source of real photos given; pass a folder of real photos of hands")
+    for src in sources:
+        if not src.exists():
+            raise UserError(f"{src}: no such folder or image; pass a folder of real photos of hands")
+    limit = limit if limit and limit > 0 else None
+    frames: list[np.ndarray] = []
+    names: list[str] = []
+    scan = CropScan()
+    for src in sources:
+        items = [image for image, _ in _source_items(src)]
+        for i in np.random.default_rng(seed).permutation(len(items)):
+            if limit is not None and len(frames) >= limit:
+                break
+            bgr = cv2.imread(str(items[i]), cv2.IMREAD_COLOR)
+            if bgr is None:
+                scan.unreadable.append(str(items[i]))
+                continue
+            scan.images_read += 1
+            frames.append(letterbox(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size)[0])
+            names.append(str(items[i]))
+    if not frames:
+        where = ", ".join(str(s) for s in sources)
+        raise UserError(f"{where}: no readable photo ({len(scan.unreadable)} unreadable); the palm detector's int8 "
+                        "ranges are measured on real photos of hands")
+    x = np.stack(frames).transpose(0, 3, 1, 2).astype(np.float32) * (1.0 / 255.0)
+    return RealCrops(x=np.ascontiguousarray(x), keypoints=np.zeros((len(frames), 0, 3)), sources=names,
+                     images_read=scan.images_read, unreadable=scan.unreadable, how="letterboxed photos")

@@ -25,6 +25,7 @@ from shared.errors import UserError
 from shared.hand import NUM_GESTURES
 from shared.models.qat import QatConfig, distill_for_int8
 from shared.models.quantize import QUANTIZERS, RUNTIMES, float_modules_for, quantize_stage
+from shared.models.quantize_palm import quantize_palm_stage
 from shared.models.registry import create_model, no_gesture_head, resolve_name
 from shared.models.specs import ModelSpec, spec_for
 
@@ -46,8 +47,9 @@ class OnnxExportConfig:
     rtol: float = option(1e-6, "relative part of the --verify tolerance (pixel outputs reach ~200)")
     num_gestures: int = option(NUM_GESTURES, "gesture classes of the hand model / classes of a timm classifier")
     precision: str = option("fp32", "fp32; fp16 (weights and math in half precision, for GPUs: slower on a CPU); "
-                                    "int8 (ONNX Runtime static QDQ quantization calibrated on real hand crops, "
-                                    "BlazeHand and timm / G-MAE classifiers; needs --calibration_dir)",
+                                    "int8 (static QDQ quantization calibrated on real photos: hand crops for BlazeHand "
+                                    "and the timm / G-MAE classifiers, whole photos for the palm detector; needs "
+                                    "--calibration_dir)",
                       choices=["fp32", "fp16", "int8"])
     calibration_dir: list[str] = option([], "int8: folders of real photos of hands (or YOLO-pose datasets with "
                                             "keypoints, e.g. from components.autolabel) to calibrate on")
@@ -76,9 +78,14 @@ class OnnxExportConfig:
     qat_lr: float = option(2e-5, "int8: peak learning rate of the fine-tuning", min=0)
     weight_bits: int = option(7, "int8: weight bits, 7 (ONNX Runtime reduce_range: exact on every x86 CPU) or 8 "
                                  "(overflows ONNX Runtime's 16-bit sums on CPUs without AVX-512 VNNI)", choices=[7, 8])
-    max_float_layers: int = option(24, "int8: keep at most this many of the most sensitive layers in float", min=0)
+    max_float_layers: int = option(24, "int8: keep at most this many of the most sensitive layers in float (the "
+                                       "palm detector: modules, 19 in all)", min=0)
     tol_mean_px: float = option(1.0, "int8 vs fp32 landmarks: mean error tolerance, px at 224", min=0)
     tol_p99_px: float = option(4.0, "int8 vs fp32 landmarks: 99th percentile tolerance, px at 224", min=0)
+    tol_photos_differ: float = option(0.0, "int8 palm detector: the fraction of held-out photos on which it may find "
+                                           "another number of palms than fp32 (0 = the same hands on every photo; "
+                                           "its box and keypoint error is held to --tol_mean_px / --tol_p99_px, px "
+                                           "at 192)", min=0.0, max=1.0)
 
 
 @dataclass
@@ -266,13 +273,16 @@ def gesture_head_trained(model: nn.Module, weights: str) -> bool | None:
 def export_onnx_stage(cfg: OnnxExportConfig, real_crops: Callable[..., Any] | None = None,
                       gestures: Callable[[np.ndarray], np.ndarray] | None = None,
                       end_to_end: Callable[[Path], dict] | None = None,
-                      model: nn.Module | None = None) -> OnnxExportResult:
+                      model: nn.Module | None = None,
+                      real_frames: Callable[..., Any] | None = None) -> OnnxExportResult:
     """Build, load, export, optionally verify; write `<output>.json` next to the model.
     `--precision int8` needs `real_crops` (the calibration crop reader) and checks gestures with
     `gestures` (landmarks -> gesture ids) and `end_to_end` (crop model -> the pipeline's gesture
     accuracy on labelled photos, `shared.inference.gesture_eval.end_to_end_check`) when given;
-    components.export passes all three. `model`: a model already loaded (a fine-tuned G-MAE
-    classifier read from its checkpoint) instead of building `cfg.model_type` with `cfg.weights`."""
+    components.export passes all three, and `real_frames` (the letterboxed-photo reader the palm
+    detector is calibrated on, `shared.inference.real_crops.real_frames`). `model`: a model already
+    loaded (a fine-tuned G-MAE classifier read from its checkpoint) instead of building
+    `cfg.model_type` with `cfg.weights`."""
     start = time.perf_counter()
     model = (model if model is not None else build_model(cfg.model_type, cfg.weights, cfg.num_gestures)).eval()
     if cfg.img_size and cfg.model_type.startswith("blazepalm") and cfg.img_size != model.img_size:
@@ -291,18 +301,25 @@ def export_onnx_stage(cfg: OnnxExportConfig, real_crops: Callable[..., Any] | No
         raise UserError("--precision int8 needs --calibration_dir: a folder of real photos of hands (or a "
                         "components.autolabel dataset); the int8 ranges are measured on them")
     classifier = cfg.model_type.startswith(("timm:", "gmae_classifier"))
-    if cfg.precision == "int8" and not (cfg.model_type.startswith("blazehand") or classifier):
-        raise UserError(f"--precision int8 is implemented for BlazeHand (the per-hand crop model) and the timm / "
-                        f"G-MAE crop classifiers, not {cfg.model_type}; export it with --precision fp32 (the palm "
-                        "detector: docs/benchmarks.md, INT8, measured no faster in int8 on this CPU)")
-    if cfg.precision == "int8" and classifier and cfg.qat_epochs:
+    palm = resolve_name(cfg.model_type).startswith("blazepalm")
+    if cfg.precision == "int8" and not (cfg.model_type.startswith("blazehand") or classifier or palm):
+        raise UserError(f"--precision int8 is implemented for BlazeHand, BlazePalm and the timm / G-MAE crop "
+                        f"classifiers, not {cfg.model_type}; export it with --precision fp32")
+    if cfg.precision == "int8" and palm and real_frames is None:
+        raise ValueError("precision int8 of the palm detector: export_onnx_stage needs real_frames, the letterboxed "
+                         "photo reader (shared.inference.real_crops.real_frames); components.export passes it")
+    if cfg.precision == "int8" and (classifier or palm) and cfg.qat_epochs:
         raise UserError("--qat_epochs: quantization-aware fine-tuning is implemented for BlazeHand; leave it out "
-                        "for a classifier")
+                        f"for {cfg.model_type}")
     wrapper = export_wrapper(model)
     final = Path(cfg.output_path)
     # fp16 / int8: the float model is exported (and verified) beside the output and kept.
     float_out = final if cfg.precision == "fp32" else final.with_name(f"{final.stem}_fp32{final.suffix}")
-    path = export_onnx(wrapper, spec, float_out, cfg.batch_size, cfg.dynamic_batch, cfg.opset)
+    # OpenVINO fuses a native PReLU into its int8 convolutions (the palm detector's activations); ONNX
+    # Runtime wants them as clamps (`_prelu_as_clamps`)
+    native_prelu = palm and cfg.precision == "int8" and cfg.runtime == "openvino"
+    path = export_onnx(wrapper, spec, float_out, cfg.batch_size, cfg.dynamic_batch, cfg.opset,
+                       prelu_as_clamps=not native_prelu)
     diffs: dict[str, dict[str, float]] = {}
     if cfg.verify:
         # A dynamic-batch file is checked at a batch size other than the traced one.
@@ -328,6 +345,8 @@ def export_onnx_stage(cfg: OnnxExportConfig, real_crops: Callable[..., Any] | No
         side_summary(final, "int8")  # for the checks that run it; the full summary replaces it below
         if classifier:
             quantization = quantize_stage(cfg, path, final, real_crops, kind="classifier", size=spec.img_size)
+        elif palm:
+            quantization = quantize_palm_stage(cfg, path, final, real_frames, size=spec.img_size)
         else:
             quantization = quantize_stage(cfg, path, final, real_crops, gestures, tune=tune, end_to_end=end_to_end)
     result = OnnxExportResult(

@@ -461,14 +461,14 @@ def quantize_blazehand(float_path: str | Path, out_path: str | Path, calibration
             report.float_layers = [LayerCost(s["node"], s["op_type"], s["mean_px"], s["p99_px"]) for s in ranked[:k]]
         out_path.parent.mkdir(parents=True, exist_ok=True)
         best.replace(out_path)
-    return _verify(report, out_path, reference_path, tests, lambda a, b: compare_blazehand(a, b, gestures),
-                   lambda m: missed_tolerance(m, cfg.tol_mean_px, cfg.tol_p99_px, gesture_agreement),
-                   cfg.threads, calibration.x, start, cfg.runtime)
+    return verify_held_out(report, out_path, reference_path, tests, lambda a, b: compare_blazehand(a, b, gestures),
+                           lambda m: missed_tolerance(m, cfg.tol_mean_px, cfg.tol_p99_px, gesture_agreement),
+                           cfg.threads, calibration.x, start, cfg.runtime)
 
 
-def _verify(report: QuantizeReport, out_path: Path, reference_path: Path, tests: dict[str, RealCrops],
-            compare: Callable[[dict, dict], dict[str, float]], missed: Callable[[dict[str, float]], str],
-            threads: int, fallback_x: np.ndarray, start: float, runtime: str = "onnxruntime") -> QuantizeReport:
+def verify_held_out(report: QuantizeReport, out_path: Path, reference_path: Path, tests: dict[str, RealCrops],
+                    compare: Callable[[dict, dict], dict[str, float]], missed: Callable[[dict[str, float]], str],
+                    threads: int, fallback_x: np.ndarray, start: float, runtime: str = "onnxruntime") -> QuantizeReport:
     """The held-out checks: `compare(int8 outputs, float outputs)` per test set, the first
     `missed(metrics)` into `report.failed`; then the batch-1 speed of both files."""
     for name, crops in tests.items():
@@ -516,8 +516,8 @@ def quantize_classifier(float_path: str | Path, out_path: str | Path, calibratio
         agree = m["top1_agreement"]
         return f"top-1 agreement {agree:.3f} < {1 - TOL_GESTURE:.2f}" if agree < 1.0 - TOL_GESTURE else ""
 
-    return _verify(report, out_path, float_path, tests, compare_classifier, missed, cfg.threads, calibration.x, start,
-                   cfg.runtime)
+    return verify_held_out(report, out_path, float_path, tests, compare_classifier, missed, cfg.threads,
+                           calibration.x, start, cfg.runtime)
 
 
 def describe_speed(report: QuantizeReport) -> list[str]:
@@ -588,6 +588,21 @@ def subset(crops: RealCrops, idx: np.ndarray) -> RealCrops:
 Tuner = Callable[[np.ndarray, np.ndarray], Path]
 
 
+def read_sets(cfg, reader: CropReader, size: int, log=print, what: str = "real hand crops"
+              ) -> tuple[RealCrops, dict[str, RealCrops]]:
+    """The calibration set from `cfg.calibration_dir` (at most `cfg.calibration_limit`) and the held-out
+    sets: one per `cfg.test_dir` (at most `cfg.test_limit` each), or else a quarter of the calibration
+    photos, held out. `reader(folder, size=, limit=)`: `real_crops` or `real_frames`."""
+    calibration = reader(cfg.calibration_dir, size=size, limit=cfg.calibration_limit)
+    log(f"calibration: {len(calibration)} {what} from {calibration.images_read} photo(s) ({calibration.how})")
+    for bad in calibration.unreadable:
+        log(f"skipped {bad}: not a readable image")
+    if cfg.test_dir:
+        return calibration, {Path(d).name: reader(d, size=size, limit=cfg.test_limit) for d in cfg.test_dir}
+    cal_idx, test_idx = split_by_photo(calibration, 0.25, seed=1)
+    return subset(calibration, cal_idx), {"held-out calibration photos": subset(calibration, test_idx)}
+
+
 def quantize_stage(cfg, float_path: Path, out_path: Path, real_crops: CropReader,
                    gestures: GestureReader | None = None, log=print, tune: Tuner | None = None,
                    end_to_end: EndToEnd | None = None, kind: str = "blazehand", size: int = 224) -> dict:
@@ -602,23 +617,13 @@ def quantize_stage(cfg, float_path: Path, out_path: Path, real_crops: CropReader
     dict; when a tolerance is missed its int8 file is renamed `<stem>_int8_rejected.onnx` and
     `out_path` is not written. `kind="classifier"`: a timm / G-MAE classifier on `size` crops,
     `quantize_classifier` (no fine-tuning, no gesture or pipeline checks: its own top-1 is the gesture)."""
-    calibration = real_crops(cfg.calibration_dir, size=size, limit=cfg.calibration_limit)
-    log(f"calibration: {len(calibration)} real hand crops from {calibration.images_read} photo(s) "
-        f"({calibration.how})")
-    for bad in calibration.unreadable:
-        log(f"skipped {bad}: not a readable image")
-    if cfg.test_dir:
-        tests = {Path(d).name: real_crops(d, size=size, limit=cfg.test_limit) for d in cfg.test_dir}
-    else:
-        cal_idx, test_idx = split_by_photo(calibration, 0.25, seed=1)
-        tests = {"held-out calibration photos": subset(calibration, test_idx)}
-        calibration = subset(calibration, cal_idx)
+    calibration, tests = read_sets(cfg, real_crops, size, log)
     qcfg = recipe(kind, max_float_layers=cfg.max_float_layers, tol_mean_px=cfg.tol_mean_px,
                   tol_p99_px=cfg.tol_p99_px, weight_bits=cfg.weight_bits, runtime=cfg.runtime,
                   quantizer=cfg.quantizer, float_modules=list(cfg.float_modules))
     if kind == "classifier":
         report = quantize_classifier(float_path, out_path, calibration, tests, qcfg)
-        return _finish(report, out_path, log)
+        return finish(report, out_path, log)
     tuned = tune(calibration.x, next(iter(tests.values())).x) if tune is not None else float_path
     reference = end_to_end(float_path) if end_to_end is not None else {}
     report = quantize_blazehand(tuned, out_path, calibration, tests, qcfg, log=log, gestures=gestures,
@@ -626,12 +631,14 @@ def quantize_stage(cfg, float_path: Path, out_path: Path, real_crops: CropReader
     if reference:
         report.end_to_end, failed = compare_end_to_end(reference, end_to_end(out_path))
         report.failed = report.failed or failed
-    return _finish(report, out_path, log)
+    return finish(report, out_path, log)
 
 
-def _finish(report: QuantizeReport, out_path: Path, log) -> dict:
-    """Print the report; a model that missed a tolerance is renamed `<stem>_int8_rejected`."""
-    for line in describe(report):
+def finish(report: QuantizeReport, out_path: Path, log, lines: Callable[[QuantizeReport], list[str]] | None = None
+           ) -> dict:
+    """Print the report (`lines`, default `describe`); a model that missed a tolerance is renamed
+    `<stem>_int8_rejected`."""
+    for line in (lines or describe)(report):
         log(line)
     if report.failed:
         rejected = out_path.with_name(f"{out_path.stem}_int8_rejected{out_path.suffix}")
