@@ -129,10 +129,11 @@ def quantize_nncf(float_path: str | Path, out_path: str | Path, calib_x: np.ndar
     names = list(ignored) + ([n for n in quantizable if n not in keep] if keep is not None else [])
     dataset = nncf.Dataset([{name: calib_x[i:i + 1]} for i in range(len(calib_x))])
     # `only`: nothing else quantized, activations included: NNCF would still put input quantizers on the
-    # residual additions, concatenations, resizes and pads between them (measured on BlazePalm: one head
-    # "alone" then moved as many palms as the whole int8 model)
-    types = list(BETWEEN_OPS) if keep is not None else []
-    scope = nncf.IgnoredScope(names=names, patterns=[WRAPPER_NODES], types=types, validate=False)
+    # residual additions, concatenations, resizes and pads between them, unless `only` names them
+    # (measured on BlazePalm: one head "alone" then moved as many palms as the whole int8 model)
+    if keep is not None:
+        names += [n.name for n in model.graph.node if n.op_type in BETWEEN_OPS and n.name not in keep]
+    scope = nncf.IgnoredScope(names=names, patterns=[WRAPPER_NODES], validate=False)
     quantized = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset.MIXED, subset_size=len(calib_x),
                               fast_bias_correction=fast_bias_correction, ignored_scope=scope)
     out_path = Path(out_path)
