@@ -97,6 +97,18 @@ def _source_items(src: Path) -> list[tuple[Path, list | None]]:
     return labelled
 
 
+def _checked_sources(sources: str | Path | Iterable[str | Path]) -> list[Path]:
+    """`sources` as a list of paths; a UserError when it is empty or one of them does not exist
+    (before anything is read)."""
+    sources = [Path(sources)] if isinstance(sources, (str, Path)) else [Path(s) for s in sources]
+    if not sources:
+        raise UserError("no source of real photos given; pass a folder of real photos of hands")
+    for src in sources:
+        if not src.exists():
+            raise UserError(f"{src}: no such folder or image; pass a folder of real photos of hands")
+    return sources
+
+
 def iter_hand_crops(sources: str | Path | Iterable[str | Path], size: int = 224, seed: int = 0,
                     min_score: float = 0.5, scan: CropScan | None = None,
                     progress: bool = False) -> Iterator[HandCrop]:
@@ -105,14 +117,7 @@ def iter_hand_crops(sources: str | Path | Iterable[str | Path], size: int = 224,
     Photos are visited in a fixed shuffled order per source (`seed`). Unreadable files are
     counted in `scan` (and skipped); a missing source is a UserError before anything is read.
     """
-    if isinstance(sources, (str, Path)):
-        sources = [sources]
-    sources = [Path(s) for s in sources]
-    if not sources:
-        raise UserError("no source of real photos given; pass a folder of real photos of hands")
-    for src in sources:
-        if not src.exists():
-            raise UserError(f"{src}: no such folder or image; pass a folder of real photos of hands")
+    sources = _checked_sources(sources)
     scan = scan if scan is not None else CropScan()
     teacher = None
     for src in sources:
@@ -232,12 +237,7 @@ def real_frames(sources: str | Path | Iterable[str | Path], size: int = 192, lim
     reference, and whether the photos hold hands at all is checked against it."""
     from shared.models.blazepalm_post import letterbox
 
-    sources = [Path(sources)] if isinstance(sources, (str, Path)) else [Path(s) for s in sources]
-    if not sources:
-        raise UserError("no source of real photos given; pass a folder of real photos of hands")
-    for src in sources:
-        if not src.exists():
-            raise UserError(f"{src}: no such folder or image; pass a folder of real photos of hands")
+    sources = _checked_sources(sources)
     limit = limit if limit and limit > 0 else None
     frames: list[np.ndarray] = []
     names: list[str] = []

@@ -90,7 +90,8 @@ class PalmDetections:
 
 
 
-def _iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+def iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one xyxy box with each of boxes [M, 4] (0 where the union is empty)."""
     lt = np.maximum(box[:2], boxes[:, :2])
     rb = np.minimum(box[2:], boxes[:, 2:])
     inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
@@ -116,7 +117,7 @@ def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, i
     out_b, out_k, out_s = [], [], []
     while len(order) and (max_detections is None or len(out_s) < max_detections):
         best = order[0]
-        overlap = _iou_one_to_many(boxes[best], boxes[order]) > iou_threshold
+        overlap = iou_one_to_many(boxes[best], boxes[order]) > iou_threshold
         overlap[0] = True  # a degenerate (zero-area) best box still forms its own cluster
         cluster, order = order[overlap], order[~overlap]
         w = scores[cluster][:, None]  # [C, 1]

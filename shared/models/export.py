@@ -363,7 +363,8 @@ def export_onnx_stage(cfg: OnnxExportConfig, real_crops: Callable[..., Any] | No
     if quantization.get("failed"):
         # the rejected file keeps a summary of its own: what it is (a user may still run it to look) and why not
         side_summary(quantization["int8_path"], "int8", rejected=quantization["failed"])
-        raise UserError(f"{final}: not written: the int8 model misses a tolerance on held-out real crops "
+        data = "photos" if palm else "crops"
+        raise UserError(f"{final}: not written: the int8 model misses a tolerance on real {data} "
                         f"({quantization['failed']}); the float model is {path}, the rejected int8 model "
                         f"{quantization['int8_path']}, the report {result.summary_path}. "
                         f"{'' if classifier else 'Allow more float layers (--max_float_layers), '}calibrate on more "

@@ -376,6 +376,20 @@ def split_by_photo(crops: RealCrops, val_fraction: float, seed: int = 0) -> tupl
     return np.flatnonzero(~val), np.flatnonzero(val)
 
 
+def fewest_within(ok: Callable[[int], bool], most: int) -> int:
+    """The fewest float layers k in 1..`most` for which `ok(k)` (the mix is within tolerance), by
+    bisection (the error falls about monotonically in k); `most` when even `ok(most)` fails."""
+    lo, hi = 1, most
+    if ok(hi):
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if ok(mid):
+                hi = mid
+            else:
+                lo = mid + 1
+    return hi
+
+
 def quantize_blazehand(float_path: str | Path, out_path: str | Path, calibration: RealCrops,
                        tests: dict[str, RealCrops], cfg: QuantizeConfig | None = None,
                        log=print, gestures: GestureReader | None = None,
@@ -446,15 +460,7 @@ def quantize_blazehand(float_path: str | Path, out_path: str | Path, calibration
                     f"p99 {m['p99_px']:.2f} px")
                 return not missed_tolerance(m, cfg.tol_mean_px, cfg.tol_p99_px, gesture_agreement)
 
-            lo, hi = 1, min(cfg.max_float_layers, len(ranked))
-            if ok(hi):
-                while lo < hi:
-                    mid = (lo + hi) // 2
-                    if ok(mid):
-                        hi = mid
-                    else:
-                        lo = mid + 1
-            k = hi
+            k = fewest_within(ok, min(cfg.max_float_layers, len(ranked)))
             float_nodes = [s["node"] for s in ranked[:k]]
             report.chosen = results[k]
             quantize_file(pre, best, cal_x, cache, cfg, fixed_float + float_nodes)

@@ -42,12 +42,13 @@ import numpy as np
 
 from shared.data.realsets import RealCrops
 from shared.errors import UserError
-from shared.models.blazepalm_post import Letterbox, postprocess
+from shared.models.blazepalm_post import Letterbox, iou_one_to_many, postprocess
 from shared.models.quantize import (
     CropReader,
     LayerCost,
     QuantizeConfig,
     QuantizeReport,
+    fewest_within,
     finish,
     preprocess,
     quantize_file,
@@ -94,14 +95,6 @@ def _palms(out: dict[str, np.ndarray], i: int, size: int):
                        NMS_THRESHOLD)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of one xyxy box `a` with boxes `b` [M, 4]."""
-    lo, hi = np.maximum(a[:2], b[:, :2]), np.minimum(a[2:], b[:, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
-    union = np.prod(a[2:] - a[:2]) + np.prod(b[:, 2:] - b[:, :2], axis=1) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
 def compare_palm(out: dict[str, np.ndarray], ref: dict[str, np.ndarray], size: int = 192) -> dict[str, float]:
     """int8 (`out`) vs float (`ref`) BlazePalm outputs on the same photos, after post-processing: photos
     whose number of palms differs, and for matched palms the distance of the 2 box corners and 7
@@ -115,7 +108,7 @@ def compare_palm(out: dict[str, np.ndarray], ref: dict[str, np.ndarray], size: i
         palms_out += len(o)
         differ += int(len(r) != len(o))
         for j in range(len(r)):
-            iou = _iou(r.xyxy[j], o.xyxy) if len(o) else np.zeros(0)
+            iou = iou_one_to_many(r.xyxy[j], o.xyxy) if len(o) else np.zeros(0)
             if not len(iou) or iou.max() < MATCH_IOU:
                 unmatched += 1
                 continue
@@ -210,14 +203,7 @@ def quantize_blazepalm(float_path: str | Path, out_path: str | Path, calibration
                     f"mean {m['mean_px']:.2f} px")
                 return not missed(m)
 
-            lo, hi = 1, min(cfg.max_float_layers, len(ranked))
-            if ok(hi):
-                while lo < hi:
-                    mid = (lo + hi) // 2
-                    if ok(mid):
-                        hi = mid
-                    else:
-                        lo = mid + 1
+            hi = fewest_within(ok, min(cfg.max_float_layers, len(ranked)))
             report.chosen = results[hi]
             quantize_file(pre, best, cal_x, cache, cfg, fixed + floats(hi))
             report.float_layers = [LayerCost(s["node"], "module", s["mean_px"], s["p99_px"]) for s in ranked[:hi]]
