@@ -390,3 +390,8 @@ def test_palm_onnx_bad_settings_are_one_error(tmp_path):
     (tmp_path / "palm.onnx").write_bytes(b"")
     with pytest.raises(UserError, match="onnxruntime or openvino"):
         PipelineConfig(palm_onnx=str(tmp_path / "palm.onnx"), backend="torch")
+    from shared.inference.pipeline import HandPipeline
+
+    hand = Path(__file__).resolve().parents[1] / "shared" / "weights" / "blazehand_full_int8" / "model.onnx"
+    with pytest.raises(UserError, match="differ from the blazepalm_full spec"):  # another model: one error up front
+        HandPipeline(PipelineConfig(palm_onnx=str(hand), backend="onnxruntime"))

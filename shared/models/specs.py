@@ -89,8 +89,9 @@ def spec_for(model_type: str, model: object | None = None, img_size: int | None 
 
 
 # --------------------------------------------------------------------------- ONNX files
-def onnx_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec], dict[str, str]]:
-    """Inputs and outputs of an ONNX file (batch axis dropped) and its metadata; batch must be dynamic."""
+def onnx_io(path: Path, dynamic_batch: bool = True) -> tuple[list[TensorSpec], list[TensorSpec], dict[str, str]]:
+    """Inputs and outputs of an ONNX file (batch axis dropped) and its metadata; the batch must be
+    dynamic (Triton's) unless `dynamic_batch` is False (a file run in process)."""
     import onnx
 
     try:
@@ -101,7 +102,7 @@ def onnx_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec], dict[str, s
 
     def spec(value: Any) -> TensorSpec:
         dims = [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
-        if not dims or dims[0] != -1:
+        if not dims or (dynamic_batch and dims[0] != -1):
             raise UserError(f"{path}: tensor {value.name!r} has a fixed batch axis {dims[:1]}; Triton batches "
                             "requests, so export with a dynamic batch (components.export onnx --dynamic_batch)")
         dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
@@ -112,11 +113,11 @@ def onnx_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec], dict[str, s
     return inputs, outputs, {p.key: p.value for p in model.metadata_props}
 
 
-def check_against_spec(path: Path, expected: Any) -> None:
+def check_against_spec(path: Path, expected: Any, dynamic_batch: bool = True) -> None:
     """The file's tensors must be the spec's (names and order; shapes where the file states
     them): config.pbtxt is generated from the spec, so a mismatch would only fail when the
-    server loads the model."""
-    inputs, outputs, _ = onnx_io(path)
+    server loads the model. `dynamic_batch`: as `onnx_io`."""
+    inputs, outputs, _ = onnx_io(path, dynamic_batch)
     got = [t.name for t in inputs + outputs]
     want = [t.name for t in (*expected.inputs, *expected.outputs)]
     if got != want:

@@ -18,7 +18,7 @@ from shared.errors import UserError
 from shared.inference.backends import ModelRef, Runner, create_runner
 from shared.inference.detectors.base import Detections, DetectorSpec, ServedNetwork
 from shared.models.blazepalm_post import LETTERBOX_MODES, Letterbox, letterbox, postprocess
-from shared.models.specs import blazepalm_spec, check_against_spec, onnx_io
+from shared.models.specs import ModelSpec, blazepalm_spec, check_against_spec, onnx_io
 from shared.tensors import run_batched
 
 IMG_SIZE = 192
@@ -59,6 +59,17 @@ def _detections(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, lb
     return Detections(palms.xyxy, palms.score, palms.rois()) if len(palms) else Detections.empty()
 
 
+def check_palm_onnx(path: Path, dynamic_batch: bool = True) -> ModelSpec:
+    """The palm detector's spec, with `path`'s tensors checked against it (names, order, known shapes):
+    a UserError naming the file when it is another model. `dynamic_batch`: Triton's need (a file run
+    in process may have a fixed batch)."""
+    _, outputs, _ = onnx_io(path, dynamic_batch)
+    known = [t.shape[0] for t in outputs if t.shape and t.shape[0] > 0]
+    spec = blazepalm_spec(img_size=IMG_SIZE, num_anchors=known[0] if known else 2016)
+    check_against_spec(path, spec, dynamic_batch)
+    return spec
+
+
 class BlazePalmKind:
     name = "blazepalm"
     model_option = "palm_onnx"  # the components.deploy flag naming its network file
@@ -69,6 +80,8 @@ class BlazePalmKind:
                palm_letterbox: str = "mediapipe", **_: Any) -> PalmDetector:
         """On the crop model's backend (TensorRT and other GPU-only backends run the palm net on torch)."""
         palm_backend = backend if backend in ("torch", "onnxruntime", "openvino", "triton") else "torch"
+        if str(palm_weights).endswith(".onnx"):  # a wrong file: one error here, not a shape error every frame
+            check_palm_onnx(Path(palm_weights), dynamic_batch=False)
         ref = ModelRef(palm_model, palm_weights, img_size=IMG_SIZE, device=device, work_dir=work_dir,
                        threads=threads, options=dict(options or {}))
         return PalmDetector(create_runner(palm_backend, ref), img_size=IMG_SIZE, score_threshold=score_threshold,
@@ -99,10 +112,7 @@ class BlazePalmKind:
                                 "palm detector here")
         else:
             path = ModelRef("blazepalm_full", "mediapipe", img_size=IMG_SIZE, work_dir=str(work_dir)).onnx_path()
-        _, outputs, _ = onnx_io(path)
-        known = [t.shape[0] for t in outputs if t.shape and t.shape[0] > 0]
-        spec = blazepalm_spec(img_size=IMG_SIZE, num_anchors=known[0] if known else 2016)
-        check_against_spec(path, spec)
+        spec = check_palm_onnx(path)
         det = DetectorSpec(kind=self.name, input_name=spec.input_names[0], output_names=tuple(spec.output_names),
                            img_size=IMG_SIZE, max_batch=max_batch, max_detections=max_detections,
                            score_threshold=float(settings.get("detector_score_threshold", 0.5)))
