@@ -11,6 +11,11 @@ job is hands; gestures are the landmark model's). The test set's annotated hands
 validation is the curve: `metrics/recall(B)` (at its F1-best confidence) and mAP50.
 Writes `benchmarks/results/detector_real_<name>.json` and a PNG of the curve.
 
+`--teacher_only` measures the teacher itself instead (no training): the share of the test
+sets' annotated hands that the MediaPipe teacher's boxes match at IoU 0.5, on the whole
+photo (`components.autolabel`'s default) and with `--tiles` (writes
+`detector_real_teacher.json`). A detector that learns the teacher's boxes is bounded by it.
+
 `--build_only DIR` writes the dataset view (images copied, long side resized to
 `--resize`) and stops, so a GPU machine can train on it without the sources
 (`--view DIR` trains on such a view).
@@ -70,6 +75,40 @@ def _results_csv_without_polars() -> None:
     BaseTrainer.read_results_csv = read_results_csv
 
 
+def teacher_recall(test_dir: Path, tiles: int, max_hands: int = 2) -> dict:
+    """Recall at IoU 0.5 of the MediaPipe teacher's boxes (as `components.autolabel` writes them,
+    `tiles` as its flag) against every annotated hand of a test set; the misses' sizes too."""
+    import cv2
+    import numpy as np
+    from tqdm import tqdm
+
+    from components.autolabel import AutolabelConfig, _teacher, teacher_hands
+    from shared.data.realsets import read_hand_boxes
+    from shared.models.blazepalm_post import iou_one_to_many
+
+    cfg = AutolabelConfig(tiles=tiles, max_hands=max_hands)
+    pipe = _teacher(cfg)
+    best, sides, extra, photos = [], [], 0, read_hand_boxes(test_dir)
+    t0 = time.perf_counter()
+    for path, boxes in tqdm(photos, desc=f"teacher tiles={tiles} {test_dir.name}", unit="img"):
+        rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        h, w = rgb.shape[:2]
+        hands, _ = teacher_hands(pipe, rgb, tiles, cfg.min_presence)
+        found = np.asarray(hands.xyxy, np.float64).reshape(-1, 4)
+        truth = np.asarray(boxes, np.float64) * [w, h, w, h]
+        for box in truth:
+            best.append(float(iou_one_to_many(box, found).max()) if len(found) else 0.0)
+            sides.append(float(max(box[2] - box[0], box[3] - box[1]) / max(w, h)))
+        extra += sum(1 for box in found if not len(truth) or iou_one_to_many(box, truth).max() < 0.5)
+    best_a, sides_a = np.array(best), np.array(sides)
+    missed = best_a < 0.5
+    return {"test_set": test_dir.name, "tiles": tiles, "photos": len(photos), "hands": len(best),
+            "recall": round(float((~missed).mean()), 3) if best else None,
+            "teacher_boxes_matching_no_hand": extra,
+            "missed_hand_side_fraction_median": round(float(np.median(sides_a[missed])), 3) if missed.any() else None,
+            "ms_per_photo": round(1000 * (time.perf_counter() - t0) / max(len(photos), 1), 1)}
+
+
 def plot(curves: dict[str, list[dict]], path: Path) -> None:
     import matplotlib
 
@@ -108,9 +147,20 @@ def main() -> None:
     p.add_argument("--rect", action="store_true")
     p.add_argument("--hours", type=float, default=0.0, help="wall-clock budget (Ultralytics' time=)")
     p.add_argument("--name", default="run")
+    p.add_argument("--teacher_only", action="store_true", help="measure the teacher's own recall, no training")
+    p.add_argument("--tiles", type=int, default=2, help="--teacher_only: the tiled teacher's N")
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
     pose = args.pose or "pose" in args.model
+    if args.teacher_only:
+        rows = [teacher_recall(Path(d), t) for d in args.test_dir for t in (0, args.tiles)]
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "detector_real_teacher.json").write_text(json.dumps(rows, indent=2))
+        print(f"{'test set':24s} {'tiles':>5s} {'hands':>5s} {'recall':>6s} {'no-hand boxes':>13s} {'ms/photo':>8s}")
+        for r in rows:
+            print(f"{r['test_set']:24s} {r['tiles']:5d} {r['hands']:5d} {r['recall']:6.3f} "
+                  f"{r['teacher_boxes_matching_no_hand']:13d} {r['ms_per_photo']:8.1f}")
+        return
     if args.build_only:
         build_detector_view(Path(args.data), [Path(d) for d in args.test_dir], Path(args.build_only), pose, args.resize)
         return

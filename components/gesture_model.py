@@ -207,7 +207,7 @@ def build_gesture_model(cfg: GestureModelConfig) -> GestureModelResult:
 
         data = Path(cfg.work_dir)
         autolabel(AutolabelConfig(input_dir=cfg.input_dir, output_dir=str(data), overwrite=cfg.overwrite,
-                                  seed=cfg.seed))
+                                  seed=cfg.seed, tiles=0))  # gesture hands come from the whole photo only
     else:
         raise UserError("pass --input_dir (photos in gesture folders) or --data (an autolabel dataset)")
 

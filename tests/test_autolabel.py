@@ -17,15 +17,16 @@ import numpy as np
 import pytest
 import yaml
 
-from components.autolabel import AutolabelConfig, autolabel, gesture_hand
+from components.autolabel import AutolabelConfig, autolabel, gesture_hand, tile_windows
 from components.gesture_model import GestureModelConfig, build_gesture_model
 from shared.data.labels import read_labels
-from shared.data.realsets import read_gesture_test_set
+from shared.data.realsets import read_gesture_test_set, read_hand_boxes
 from shared.errors import UserError
 from shared.hand import GESTURE_TO_ID, GESTURE_UNKNOWN, LABEL_NAMES, UNKNOWN_HAND_ID
 from shared.inference.gesture_eval import evaluate_gestures, match_hands
 from shared.inference.gestures import LandmarkGestureClassifier, TwoHandsRule, landmark_features
 from shared.inference.pipeline import HandPipeline, PipelineConfig
+from shared.models.blazepalm_post import iou_one_to_many
 from shared.results import HandResults
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -109,6 +110,53 @@ def test_autolabel_rejects_with_reasons_never_silently(labelled):
 def test_autolabel_bad_input(tmp_path, case, make, message):
     with pytest.raises(UserError, match=message):
         autolabel(AutolabelConfig(input_dir=str(make(tmp_path)), output_dir=str(tmp_path / "out")))
+
+
+def test_tile_windows_cover_the_image_with_overlap():
+    assert tile_windows(640, 480, 0) == [] and tile_windows(640, 480, 1) == []
+    wins = tile_windows(640, 480, 2)
+    assert len(wins) == 4 and wins[0][:2] == (0, 0) and wins[-1][2:] == (640, 480)
+    assert wins[0][2] - wins[1][0] == round(640 * 0.6) - (640 - round(640 * 0.6))  # neighbours overlap
+    covered = np.zeros((480, 640), bool)
+    for x0, y0, x1, y1 in tile_windows(640, 480, 3):
+        covered[y0:y1, x0:x1] = True
+    assert covered.all()
+
+
+def test_tiles_find_small_hands_and_never_take_the_gesture(tmp_path):
+    """Two real hagrid_sample photos (people never trained on): in one the whole-photo teacher
+    (MediaPipe's answer) finds 1 of the 2 annotated hands, in the other none. With --tiles 2 the
+    tiles find the others (each matching an annotated hand); the gesture stays on the whole
+    photo's hand, tile hands are `hand`; without tiles the hand-less photo is rejected."""
+    truth = dict(read_hand_boxes(SAMPLE))
+    small = SAMPLE / "images" / "like" / "27e67b42-6e4e-4ff2-8c93-5daeb70a7d60.jpg"
+    none = SAMPLE / "images" / "rock" / "1ebed3c8-e731-497a-82fe-c3dfd330adf4.jpg"
+    photos = tmp_path / "photos"
+    (photos / "fist").mkdir(parents=True)
+    shutil.copyfile(small, photos / "fist" / "small.jpg")
+    shutil.copyfile(none, photos / "fist" / "none.jpg")
+    runs = {}
+    for tiles in (0, 2):
+        out = tmp_path / f"t{tiles}"
+        autolabel(AutolabelConfig(input_dir=str(photos), output_dir=str(out), splits=[1.0, 0.0, 0.0], tiles=tiles))
+        runs[tiles] = ({p.stem: read_labels(p, num_classes=len(LABEL_NAMES))[0]
+                        for p in (out / "train" / "labels").glob("*.txt")},
+                       json.loads((out / "manifest.json").read_text()))
+    labels0, manifest0 = runs[0]
+    labels2, manifest2 = runs[2]
+    assert [r["reason"] for r in manifest0["rejected"]] == ["teacher found no hand"]
+    assert len(labels0["fist_small"]) == 1 and labels0["fist_small"][0].cls == GESTURE_TO_ID["fist"]
+    assert manifest2["rejected"] == [] and manifest2["gesture_photos_with_tile_hands_only"] == 1
+    for stem, src in (("fist_small", small), ("fist_none", none)):
+        h, w = cv2.imread(str(src)).shape[:2]
+        boxes = np.array([lb.box for lb in labels2[stem]]) * [w, h, w, h]
+        xyxy = np.concatenate([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2], 1)
+        annotated = truth[src] * [w, h, w, h]
+        assert len(xyxy) == 2 and all(iou_one_to_many(b, annotated).max() > 0.5 for b in xyxy)
+    assert sorted(lb.cls for lb in labels2["fist_small"]) == sorted([GESTURE_TO_ID["fist"], UNKNOWN_HAND_ID])
+    assert labels2["fist_small"][0].cls == GESTURE_TO_ID["fist"]  # the whole photo's hand comes first, unchanged
+    assert np.allclose(labels2["fist_small"][0].box, labels0["fist_small"][0].box)
+    assert all(lb.cls == UNKNOWN_HAND_ID for lb in labels2["fist_none"])
 
 
 def test_gesture_map_naming_an_unknown_class_is_an_error(tmp_path, photo_folder):
