@@ -204,13 +204,11 @@ STATIC_VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("duplicate_iou=0.5", {"duplicate_iou": 0.5}),
     ("roi_association_iou=-1 (off)", {"roi_association_iou": -1.0}),
 ]
-# Tracking mode: MediaPipe's video-mode rules, our options one at a time, then our defaults (smoothing on).
+# Tracking mode: the defaults (MediaPipe's video-mode rules), then our options one at a time.
 TRACKING_VARIANTS: list[tuple[str, dict[str, Any]]] = [
-    ("MediaPipe's rules: detect_interval=0, smooth_keypoints=False", {"detect_interval": 0,
-                                                                       "smooth_keypoints": False}),
-    ("+ smooth_keypoints=True (One-Euro)", {"detect_interval": 0}),
-    ("+ detect_interval=30", {"smooth_keypoints": False, "detect_interval": 30}),
-    ("defaults", {}),
+    ("defaults = MediaPipe's rules (detect_interval=0, smooth_keypoints=False)", {}),
+    ("+ smooth_keypoints=True (One-Euro)", {"smooth_keypoints": True}),
+    ("+ detect_interval=30", {"detect_interval": 30}),
 ]
 
 

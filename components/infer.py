@@ -7,8 +7,8 @@
 
 Modes: a folder is a set of unrelated photos, each processed on its own (static mode:
 MediaPipe's static_image_mode, the detector on every image, no track ids); a `--video`, or
-a folder of ordered frames with `--sequence`, is tracked (ids, landmark ROIs, smoothing).
-`--static` processes a video frame by frame too.
+a folder of ordered frames with `--sequence`, is tracked (ids, landmark ROIs;
+`--smooth_keypoints` adds One-Euro smoothing). `--static` processes a video frame by frame too.
 
 Defaults are the fast ones: ONNX Runtime (the networks are exported to ONNX once, from the
 cached MediaPipe weights, into .cache/exports; nothing is downloaded) on 1 CPU thread.
@@ -87,8 +87,9 @@ class InferConfig:
     close_up_steps: int = option_like(PipelineConfig, "close_up_steps")
     track_max_age: int = option_like(PipelineConfig, "track_max_age")
     track_iou_threshold: float = option_like(PipelineConfig, "track_iou_threshold")
+    smooth_keypoints: bool = option_like(PipelineConfig, "smooth_keypoints")
     sequence: bool = option(False, "--input_dir holds the ordered frames of one video: track them (ids, landmark "
-                                   "ROIs, smoothing) instead of processing each image on its own")
+                                   "ROIs, gesture smoothing) instead of processing each image on its own")
     static: bool = option(False, "--video: every frame independent, detector each frame, no tracking (MediaPipe's "
                                  "static_image_mode; a folder without --sequence is static anyway)")
     batch_size: int = option(1, "static mode: images per detector / crop-model call")

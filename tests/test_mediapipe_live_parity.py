@@ -115,7 +115,7 @@ def test_tracking_mode_against_mediapipe_video_mode(peer, sequence, cfg):
     print(f"\ntracking over {len(frames)} frames of {name}:")
     for label, c in results.items():
         print(f"  {c.row(label)}")
-    mediapipe_rules = results[parity.TRACKING_VARIANTS[0][0]]
+    mediapipe_rules = results[parity.TRACKING_VARIANTS[0][0]]  # the defaults
     # Same decisions: detector runs, ROI association and presence give the same hands on every frame.
     assert not mediapipe_rules.count_mismatches, mediapipe_rules.count_mismatches
     assert mediapipe_rules.hands_mediapipe >= len(frames)

@@ -487,7 +487,7 @@ def test_track_rows_stay_consistent_through_births_and_deaths():
 def test_tracker_smooths_keypoints_and_gestures():
     rng = np.random.default_rng(0)
     truth = rng.uniform(100, 200, (21, 2))
-    tracker = HandTracker()
+    tracker = HandTracker(TrackerConfig(smooth_keypoints=True))
     raw_err, out_err, gestures = [], [], []
     for t in range(60):
         kp = np.concatenate([truth + rng.normal(0, 1.5, (21, 2)), np.ones((21, 1))], axis=1)[None]

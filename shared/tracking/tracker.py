@@ -102,7 +102,10 @@ class TrackerConfig:
     # more abruptly for their size. 1/40 gave the best IDF1 on noisy moving boxes
     # (1/160: 0.875, 1/40: 0.886, 1/10: 0.872, other settings equal).
     kalman_std_velocity: float = option(1.0 / 40, "Kalman velocity noise, as a fraction of the box height")
-    smooth_keypoints: bool = option(True, "One-Euro filter the keypoints of tracked hands")
+    # Off by default: MediaPipe's Hands graph does not smooth, and the defaults give its answer
+    # (docs/parity.md: on, the landmarks lag it by a median 0.84 px on a panned sequence).
+    smooth_keypoints: bool = option(False, "One-Euro filter the keypoints of tracked hands: steadier, a little lag "
+                                           "(off = MediaPipe's raw landmarks)")
     # One-Euro defaults, measured on 21 points with 1.5%-of-hand-size noise at 30 fps (RMSE
     # to the truth relative to the raw points'): still hand 0.49, moving 3 hand sizes/s
     # 1.10, waving 1 Hz 1.63. Lower beta smooths still hands more and lags moving ones
