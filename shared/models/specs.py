@@ -121,8 +121,10 @@ def check_against_spec(path: Path, expected: Any, dynamic_batch: bool = True) ->
     got = [t.name for t in inputs + outputs]
     want = [t.name for t in (*expected.inputs, *expected.outputs)]
     if got != want:
+        how = "export it with `python -m components.export onnx --dynamic_batch`" if dynamic_batch else \
+            f"pass a {expected.model_type} file written by `python -m components.export onnx`, not another model's"
         raise UserError(f"{path}: tensors {got} differ from the {expected.model_type} spec {want} "
-                        "(shared/models/specs.py); export it with `python -m components.export onnx --dynamic_batch`")
+                        f"(shared/models/specs.py); {how}")
     for have, spec in zip(inputs + outputs, (*expected.inputs, *expected.outputs)):
         # The exporter's shape inference leaves some output dims symbolic (-1): compare the known ones.
         if len(have.shape) != len(spec.shape) or any(a > 0 and b > 0 and a != b for a, b in zip(have.shape,
