@@ -32,6 +32,9 @@ class PipelineConfig:
     input_dir: str = option("", "folder / HaGRID root / photos in gesture folders, for those sources")
     test_dir: str = option("", "real test photos of OTHER people (HaGRID layout or a YOLO export; several: comma-"
                                 "separated): gesture accuracy, confusion matrix and detector recall are measured there")
+    teacher_tiles: int = option(0, "source teacher: also look at N x N overlapping tiles of each photo for small hands "
+                                   "(components.autolabel --tiles; labels for a detector of far hands); 0 = off",
+                                choices=[0, 2, 3, 4])
     roboflow_api_key: str = option("", "Roboflow key (or env ROBOFLOW_API_KEY)")
     roboflow_workspace: str = option("", "Roboflow workspace")
     roboflow_project: str = option("", "Roboflow project")

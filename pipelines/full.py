@@ -44,7 +44,8 @@ def ingest_dataset(cfg: dict) -> dict:
     if cfg["source"] == "teacher":  # real photos in gesture folders, labelled by the MediaPipe teacher
         from components.autolabel import AutolabelConfig, autolabel
 
-        acfg = AutolabelConfig(input_dir=cfg["input_dir"], output_dir=out, seed=cfg["seed"], overwrite=True)
+        acfg = AutolabelConfig(input_dir=cfg["input_dir"], output_dir=out, seed=cfg["seed"], overwrite=True,
+                               tiles=cfg["teacher_tiles"])
         result = autolabel(acfg)
         log_metrics("ingest", {**{f"{split}/images": c["images"] for split, c in result.counts.items()},
                                "rejected": result.rejected})

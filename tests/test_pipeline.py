@@ -239,8 +239,9 @@ def test_real_preset_runs_end_to_end(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not (REAL / "hagrid_train").is_dir(), reason="needs ../shared/data (real photos)")
 def test_real_preset_pretrains_gmae_on_every_hand_and_finetunes_it(tmp_path: Path) -> None:
-    """`--preset real` with `classifier_source=gmae`: the pretrain step reads every hand of the teacher's
-    dataset (gesture or not), the classifier step fine-tunes that encoder on the gesture hands only."""
+    """`--preset real` with `classifier_source=gmae` and the tiled teacher: the pretrain step reads every
+    hand of the teacher's dataset (gesture or not), the classifier step fine-tunes that encoder on the
+    gesture hands only."""
     photos = tmp_path / "photos"
     for gesture in ("fist", "palm", "call"):  # `call` maps to no gesture of ours: pretraining only
         (photos / gesture).mkdir(parents=True)
@@ -249,8 +250,10 @@ def test_real_preset_pretrains_gmae_on_every_hand_and_finetunes_it(tmp_path: Pat
     out = tmp_path / "out"
     proc = _run(tmp_path, "--preset", "real", "--set", f"input_dir={photos}", f"test_dir={REAL / 'hagrid_sample'}",
                 "detector_epochs=1", "detector_imgsz=160", "gates={}", "smoke_test=false", "pretrain_epochs=1",
-                "classifier_source=gmae", "classifier_epochs=1", f"output_dir={out}", f"triton_repo={tmp_path / 'r'}")
+                "classifier_source=gmae", "classifier_epochs=1", "teacher_tiles=2", f"output_dir={out}",
+                f"triton_repo={tmp_path / 'r'}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert json.loads((out / "dataset" / "manifest.json").read_text())["config"]["tiles"] == 2  # the tiled teacher
     hands = json.loads((out / "pretrain" / "corpus" / "hands_report.json").read_text())
     assert hands["how"] == "labels" and "hand" in hands["per_folder"]  # `call` hands: unlabelled, pretrained on
     assert {"fist", "normal_hand"} <= set(hands["per_folder"])
