@@ -381,6 +381,17 @@ def test_int8_palm_detector_that_misses_the_tolerance_is_not_written(photos, tmp
     assert len(q["sensitivity"]) == 19 and [f["node"] for f in q["float_layers"]] == [s["node"] for s in ranked[:2]]
 
 
+def test_int8_palm_detector_with_every_module_float_is_refused(photos, tmp_path, capsys):
+    # 0 px allowed: the fewest-float search ends with all 19 modules float, which is no int8 model at all
+    code = _export_palm(tmp_path, photos, "--max_float_layers", "19", "--tol_photos_differ", "1",
+                        "--tol_mean_px", "0")
+    err = capsys.readouterr().err
+    assert code == 2 and "no module can be int8" in err
+    assert not (tmp_path / "palm.onnx").exists()
+    q = json.loads((tmp_path / "palm.json").read_text())["quantization"]
+    assert len(q["float_layers"]) == 19 and not q["passed"]
+
+
 def test_palm_onnx_bad_settings_are_one_error(tmp_path):
     from shared.errors import UserError
     from shared.inference.pipeline import PipelineConfig

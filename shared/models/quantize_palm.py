@@ -89,6 +89,13 @@ def model_modules(path: str | Path) -> dict[str, list[str]]:
     return modules
 
 
+def wrapper_nodes(path: str | Path) -> list[str]:
+    """The nodes outside the network (`module_of` None): the export wrapper's input clamp and decoding."""
+    import onnx
+
+    return [n.name for n in onnx.load(str(path)).graph.node if module_of(n.name) is None]
+
+
 def _palms(out: dict[str, np.ndarray], i: int, size: int):
     identity = Letterbox(1.0, 1.0, 0.0, 0.0, size)  # input pixels
     return postprocess(out["boxes"][i], out["keypoints"][i], out["scores"][i], identity, SCORE_THRESHOLD,
@@ -168,7 +175,9 @@ def quantize_blazepalm(float_path: str | Path, out_path: str | Path, calibration
         pre = preprocess(float_path, tmp / "pre.onnx")
         cache = tmp / "ranges.json"
         modules = model_modules(pre)
-        fixed = [n for m in cfg.float_modules if m and m != "none" for n in modules.get(m, [])]
+        # The export wrapper's input clamp and anchor decoding stay float: ONNX Runtime would otherwise put
+        # quantizers on them, boxes and keypoints included (8-bit outputs: about 1 px steps at 192).
+        fixed = wrapper_nodes(pre) + [n for m in cfg.float_modules if m and m != "none" for n in modules.get(m, [])]
 
         def trial(path: Path, exclude: list[str] = (), only: list[str] | None = None) -> dict[str, float]:
             quantize_file(pre, path, cal_x, cache, cfg, fixed + list(exclude), only)
