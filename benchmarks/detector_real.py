@@ -47,13 +47,21 @@ def train(data_yaml: Path, args: argparse.Namespace, out_dir: Path) -> list[dict
     info["path"] = str(data_yaml.parent.resolve())  # a view built elsewhere
     data_yaml.write_text(yaml.safe_dump(info, sort_keys=False))
     _results_csv_without_polars()
+    if args.resume:  # a run stopped part-way (a session's end): Ultralytics restores its settings and schedule
+        model = YOLO(str(out_dir / args.name / "weights" / "last.pt"))
+        model.train(resume=True)
+        return _curve(Path(model.trainer.save_dir))
     model = YOLO(args.model)
     amp = "bf16" if args.device not in ("cpu", "") else False
     model.train(data=str(data_yaml), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, device=args.device,
                 workers=args.workers, seed=0, project=str(out_dir), name=args.name, exist_ok=True, plots=False,
                 pretrained=False, amp=amp, mosaic=args.mosaic, close_mosaic=args.close_mosaic, rect=args.rect,
                 scale=args.scale, cache=True, verbose=False, patience=1000, time=args.hours or None)
-    rows = list(csv.DictReader(open(Path(model.trainer.save_dir) / "results.csv")))
+    return _curve(Path(model.trainer.save_dir))
+
+
+def _curve(save_dir: Path) -> list[dict]:
+    rows = list(csv.DictReader(open(save_dir / "results.csv")))
     return [{"epoch": int(float(r["epoch"])), "recall": float(r["metrics/recall(B)"]),
              "precision": float(r["metrics/precision(B)"]), "map50": float(r["metrics/mAP50(B)"]),
              "seconds": float(r.get("time", 0.0))} for r in rows]
@@ -147,6 +155,8 @@ def main() -> None:
     p.add_argument("--rect", action="store_true")
     p.add_argument("--hours", type=float, default=0.0, help="wall-clock budget (Ultralytics' time=)")
     p.add_argument("--name", default="run")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run --name from its last epoch (fixed --epochs runs; --hours restarts its clock)")
     p.add_argument("--teacher_only", action="store_true", help="measure the teacher's own recall, no training")
     p.add_argument("--tiles", type=int, default=2, help="--teacher_only: the tiled teacher's N")
     p.add_argument("--out", default=str(RESULTS))
@@ -167,10 +177,19 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = out / f"_detector_real_{args.name}"
-    data_yaml = Path(args.view) / "data.yaml" if args.view else build_detector_view(
-        Path(args.data), [Path(d) for d in args.test_dir], work / "view", pose)
+    if args.resume and not (work / args.name / "weights" / "last.pt").is_file():
+        p.error(f"--resume: no run {args.name!r} to continue ({work / args.name / 'weights' / 'last.pt'} is missing)")
+    if args.resume and not args.view:
+        data_yaml = work / "view" / "data.yaml"  # the run's own view, as it was
+    else:
+        data_yaml = Path(args.view) / "data.yaml" if args.view else build_detector_view(
+            Path(args.data), [Path(d) for d in args.test_dir], work / "view", pose)
     t0 = time.perf_counter()
     rows = train(data_yaml, args, work)
+    if args.resume:  # the report names the run's own settings, not this command's defaults
+        run_args = yaml.safe_load((work / args.name / "args.yaml").read_text())
+        for key in ("model", "imgsz", "batch", "epochs", "mosaic", "rect", "device"):
+            setattr(args, key, run_args.get(key, getattr(args, key)))
     result = {"name": args.name, "model": args.model, "imgsz": args.imgsz, "batch": args.batch, "pose": pose,
               "device": args.device, "mosaic": args.mosaic, "rect": args.rect, "epochs": args.epochs,
               "seconds": round(time.perf_counter() - t0, 1), "curve": rows,
