@@ -188,7 +188,7 @@ def main() -> None:
     rows = train(data_yaml, args, work)
     if args.resume:  # the report names the run's own settings, not this command's defaults
         run_args = yaml.safe_load((work / args.name / "args.yaml").read_text())
-        for key in ("model", "imgsz", "batch", "epochs", "mosaic", "rect", "device"):
+        for key in ("imgsz", "batch", "epochs", "mosaic", "rect", "device"):
             setattr(args, key, run_args.get(key, getattr(args, key)))
     result = {"name": args.name, "model": args.model, "imgsz": args.imgsz, "batch": args.batch, "pose": pose,
               "device": args.device, "mosaic": args.mosaic, "rect": args.rect, "epochs": args.epochs,
