@@ -203,12 +203,14 @@ STATIC_VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("palm_letterbox='area'", {"palm_letterbox": "area"}),
     ("duplicate_iou=0.5", {"duplicate_iou": 0.5}),
     ("roi_association_iou=-1 (off)", {"roi_association_iou": -1.0}),
+    ("crop_sampling='exact'", {"crop_sampling": "exact"}),
 ]
 # Tracking mode: the defaults (MediaPipe's video-mode rules), then our options one at a time.
 TRACKING_VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("defaults = MediaPipe's rules (detect_interval=0, smooth_keypoints=False)", {}),
     ("+ smooth_keypoints=True (One-Euro)", {"smooth_keypoints": True}),
     ("+ detect_interval=30", {"detect_interval": 30}),
+    ("+ crop_sampling='exact'", {"crop_sampling": "exact"}),
 ]
 
 

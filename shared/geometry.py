@@ -351,6 +351,60 @@ def warp_roi(image: np.ndarray, roi: Roi, out_size: int, border: str = "replicat
     return sample_fixed_point(image, *xy, border=border), roi_crop_to_image(roi, out_size)
 
 
+def warp_roi_exact(image: np.ndarray, roi: Roi, out_size: int, border: str = "replicate"
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The crop of `roi` at the same source positions as `warp_roi`, without its 1/32-px steps and
+    its rounding to uint8: (float32 [S, S, C] in 0..255, crop->image [2, 3] affine). Continuous in
+    the ROI, so a 1e-4 px ROI difference moves the crop by ~1e-4 of a grey level (with `warp_roi`
+    it moves some pixels by a whole grey level); not MediaPipe's crop (within half a grey level)."""
+    if border not in BORDERS:
+        raise ValueError(f"border {border!r} is not one of {BORDERS}")
+    m = np.array(_output_to_image(roi, out_size, out_size), np.float64)
+    src = np.ascontiguousarray(image if image.ndim == 3 else image[..., None])
+    out = _bilinear_exact_compiled(src, m, out_size, out_size, border == "replicate")
+    return (out if image.ndim == 3 else out[..., 0]), roi_crop_to_image(roi, out_size)
+
+
+@compiled
+def _bilinear_exact_compiled(image: np.ndarray, m: np.ndarray, out_w: int, out_h: int,
+                             replicate: bool) -> np.ndarray:
+    """float32 [out_h, out_w, C]: each output pixel (u, v) blends the source pixels around
+    (x, y) = the 3x3 map `m` of (u, v), bilinearly in float64, with pixel centres at integers;
+    neighbours outside the image take the edge pixel (`replicate`) or 0."""
+    h, w, c = image.shape
+    out = np.zeros((out_h, out_w, c), np.float32)
+    for v in range(out_h):
+        for u in range(out_w):
+            d = m[6] * u + m[7] * v + m[8]
+            if d == 0.0:
+                continue
+            x = (m[0] * u + m[1] * v + m[2]) / d
+            y = (m[3] * u + m[4] * v + m[5]) / d
+            if not (-1e9 < x < 1e9 and -1e9 < y < 1e9):
+                continue
+            x0, y0 = math.floor(x), math.floor(y)
+            fx, fy = x - x0, y - y0
+            for k in range(c):
+                acc = 0.0
+                for dy in range(2):
+                    wy = fy if dy else 1.0 - fy
+                    yi = y0 + dy
+                    if yi < 0 or yi >= h:
+                        if not replicate:
+                            continue
+                        yi = 0 if yi < 0 else h - 1
+                    for dx in range(2):
+                        wx = fx if dx else 1.0 - fx
+                        xi = x0 + dx
+                        if xi < 0 or xi >= w:
+                            if not replicate:
+                                continue
+                            xi = 0 if xi < 0 else w - 1
+                        acc += wy * wx * image[int(yi), int(xi), k]
+                out[v, u, k] = acc
+    return out
+
+
 def apply_affine(points: np.ndarray, m: np.ndarray) -> np.ndarray:
     """Map [..., 2+] points with a [2, 3] affine; extra columns (z, v) pass through."""
     pts = np.asarray(points, dtype=np.float64)

@@ -919,8 +919,8 @@ def test_triton_onnxruntime_and_torch_give_one_answer_on_real_frames(server, cli
     crops: list[tuple[np.ndarray, np.ndarray]] = []
     crops_batch = pipeline_module.crops_batch
 
-    def recording_crops_batch(image, rois, size):
-        x, inverse = crops_batch(image, rois, size)
+    def recording_crops_batch(image, rois, size, sampling="mediapipe"):
+        x, inverse = crops_batch(image, rois, size, sampling)
         crops.append((x, inverse))
         return x, inverse
 

@@ -53,7 +53,7 @@ import numpy as np
 
 from shared.config import option
 from shared.errors import UserError
-from shared.geometry import Roi, hand_angle, iou_matrix, roi_from_keypoints, warp_roi
+from shared.geometry import Roi, hand_angle, iou_matrix, roi_from_keypoints, warp_roi, warp_roi_exact
 from shared.hand import GESTURE_UNKNOWN, NUM_KEYPOINTS
 from shared.inference.backends import CropModel, ModelRef, create_crop_model, crop_model_weights
 from shared.inference.detectors import DETECTORS, Detections, Detector, create_detector
@@ -135,6 +135,12 @@ class PipelineConfig(TrackerConfig):
                                     "behaviour: its palm detector misses most hands that fill the frame. 2 finds 4 of "
                                     "the 5 such hands of the real test photos (README, Gestures); it costs 1 crop-"
                                     "model call on a frame where no hand is found, 1 + steps when it finds one", min=0)
+    crop_sampling: str = option("mediapipe", "hand crop: 'mediapipe' = MediaPipe's crop bit for bit (source positions "
+                                             "in 1/32 px, uint8 pixels); 'exact' = the same positions unrounded, "
+                                             "float pixels: continuous in the ROI, so backends whose networks differ "
+                                             "by 1e-4 px (torch, ONNX Runtime) give answers that close end to end; "
+                                             "within ~0.01 px of MediaPipe's landmarks, not equal",
+                                choices=["mediapipe", "exact"])
     keypoint_roi_expand: float = option(1.0, "'keypoints' landmark ROI: side = keypoint extent x (1 + this)")
     box_pad: float = option(0.1, "output box = landmark extent grown by this fraction on each side (landmarks "
                                  "are joint centres, the hand's skin reaches beyond them)")
@@ -241,15 +247,18 @@ def roi_from_landmarks(keypoints: np.ndarray, scale: float = 2.0, shift_y: float
     return Roi(float(centre[0]), float(centre[1]), max(float(max(width, height)) * scale, 1.0), angle)
 
 
-def crops_batch(image: np.ndarray, rois: list[Roi], size: int) -> tuple[np.ndarray, np.ndarray]:
+def crops_batch(image: np.ndarray, rois: list[Roi], size: int, sampling: str = "mediapipe"
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Upright crops [B, 3, S, S] float32 in [0, 1] and their crop->image affines [B, 2, 3].
 
-    MediaPipe's hand crop (ImageToTensorCalculator on CPU, border replicated), bit for bit
-    and the same with any OpenCV/NumPy version (`shared.geometry.warp_roi`)."""
-    batch = np.empty((len(rois), size, size, 3), dtype=np.uint8)
+    `sampling` "mediapipe": MediaPipe's hand crop (ImageToTensorCalculator on CPU, border
+    replicated), bit for bit and the same with any OpenCV/NumPy version
+    (`shared.geometry.warp_roi`); "exact": its positions unrounded (`warp_roi_exact`)."""
+    exact = sampling == "exact"
+    batch = np.empty((len(rois), size, size, 3), dtype=np.float32 if exact else np.uint8)
     inverse = np.empty((len(rois), 2, 3), dtype=np.float64)
     for i, roi in enumerate(rois):
-        batch[i], inverse[i] = warp_roi(image, roi, size, border="replicate")
+        batch[i], inverse[i] = (warp_roi_exact if exact else warp_roi)(image, roi, size, border="replicate")
     x = np.multiply(batch.transpose(0, 3, 1, 2), np.float32(1.0 / 255.0), dtype=np.float32)  # [B, 3, S, S]
     return x, inverse
 
@@ -500,7 +509,7 @@ class HandPipeline:
         origin = np.asarray([o for per in (origins or [[-1] * len(r) for r in rois]) for o in per], np.int64)
         size = self.crop_model.img_size
         t0 = time.perf_counter()
-        parts = [crops_batch(im, r, size) for im, r in zip(images, rois) if r]
+        parts = [crops_batch(im, r, size, cfg.crop_sampling) for im, r in zip(images, rois) if r]
         x = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 3, size, size), np.float32)
         inverse = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, 2, 3))
         t1 = time.perf_counter()
