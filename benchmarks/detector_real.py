@@ -53,9 +53,12 @@ def train(data_yaml: Path, args: argparse.Namespace, out_dir: Path) -> list[dict
         return _curve(Path(model.trainer.save_dir))
     model = YOLO(args.model)
     amp = "bf16" if args.device not in ("cpu", "") else False
+    # --model WEIGHTS.pt: go on from a trained detector (a second phase, e.g. on a better teacher's labels)
+    tuned = {"optimizer": "AdamW", "lr0": args.lr0} if args.lr0 else {}
     model.train(data=str(data_yaml), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, device=args.device,
                 workers=args.workers, seed=0, project=str(out_dir), name=args.name, exist_ok=True, plots=False,
-                pretrained=False, amp=amp, mosaic=args.mosaic, close_mosaic=args.close_mosaic, rect=args.rect,
+                pretrained=str(args.model).endswith(".pt"), amp=amp, **tuned, mosaic=args.mosaic,
+                close_mosaic=args.close_mosaic, rect=args.rect,
                 scale=args.scale, cache=True, verbose=False, patience=1000, time=args.hours or None)
     return _curve(Path(model.trainer.save_dir))
 
@@ -154,6 +157,8 @@ def main() -> None:
     p.add_argument("--scale", type=float, default=0.5)
     p.add_argument("--rect", action="store_true")
     p.add_argument("--hours", type=float, default=0.0, help="wall-clock budget (Ultralytics' time=)")
+    p.add_argument("--lr0", type=float, default=0.0,
+                   help="AdamW at this learning rate (0: Ultralytics' 'auto' optimizer); lower for a second phase")
     p.add_argument("--name", default="run")
     p.add_argument("--resume", action="store_true",
                    help="continue the run --name from its last epoch (fixed --epochs runs; --hours restarts its clock)")
