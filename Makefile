@@ -54,7 +54,7 @@ mediapipe-venv: $(VENV)/.installed
 	$(PY) -c "from benchmarks.mediapipe_peer import ensure_venv; ensure_venv(quiet=False)"
 
 bench: setup mediapipe-venv
-	for b in data models train gmae tracking latency close_ups triton; do \
+	for b in data models train gmae tracking latency_runs close_ups triton; do \
 		test -f benchmarks/$$b.py && $(OFFLINE_ENV) $(PY) -m benchmarks.$$b || exit 1; done
 
 # The shipped INT8 crop model (shared/weights/blazehand_full_int8, see its MODEL_CARD.md): ONNX Runtime
