@@ -87,8 +87,9 @@ def _results_csv_without_polars() -> None:
 
 
 def teacher_recall(test_dir: Path, tiles: int, max_hands: int = 2) -> dict:
-    """Recall at IoU 0.5 of the MediaPipe teacher's boxes (as `components.autolabel` writes them,
-    `tiles` as its flag) against every annotated hand of a test set; the misses' sizes too."""
+    """Recall at IoU 0.5 of the MediaPipe teacher's boxes (as `components.autolabel` finds them, before
+    its per-photo rejections; `tiles` as its flag) against every annotated hand of a test set; the
+    misses' sizes too."""
     import cv2
     import numpy as np
     from tqdm import tqdm
