@@ -55,7 +55,6 @@ from shared.data.labels import HandLabel, list_images
 from shared.data.sources import GestureMap, Rejection, SourceItem, check_image, default_gesture_map_path, safe_key
 from shared.errors import UserError, run_cli
 from shared.hand import FLIP_IDX, LABEL_NAMES, NUM_KEYPOINTS, SKELETON, UNKNOWN_HAND, UNKNOWN_HAND_ID
-from shared.models.blazepalm_post import iou_one_to_many
 from shared.results import HandResults
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -161,6 +160,8 @@ def teacher_hands(pipe, rgb: np.ndarray, tiles: int, min_presence: float) -> tup
     """The teacher's hands of a photo: the whole photo's (MediaPipe's answer), then the hands
     found only in its tiles (see the module's doc), in pixels of the photo. Returns the hands
     and how many come from the whole photo (they come first)."""
+    from shared.models.blazepalm_post import iou_one_to_many  # the inference stack: imported where it runs
+
     hands = pipe.process(rgb)
     n_whole = len(hands)
     h, w = rgb.shape[:2]

@@ -445,6 +445,9 @@ def log_metrics(step: str, metrics: dict) -> None:
 OPENCV = "opencv-python-headless==4.11.0.86"  # the crop warp's library: the same version in every venv
 STEP_PACKAGES = {
     "data": ["numpy", OPENCV, "albumentations", "pillow", "pyyaml", "tqdm", "clearml"],
+    # source teacher: ingest runs the MediaPipe teacher (its ONNX files are exported from torch on first use)
+    "teacher": ["numpy", OPENCV, "albumentations", "pillow", "pyyaml", "tqdm", "torch==2.14.1", "onnx", "onnxruntime",
+                "numba", "scipy", "tflite", "clearml"],
     "torch": ["torch==2.14.1", "torchvision==0.29.1", "lightning", "timm", "numpy", OPENCV,
               "albumentations", "pyyaml", "tqdm", "scipy", "numba", "matplotlib", "tflite", "clearml"],
     "detector": ["ultralytics", "torch==2.14.1", "torchvision==0.29.1", "numpy", OPENCV, "pyyaml", "clearml"],
@@ -496,6 +499,11 @@ class GateFailed(RuntimeError):
     pass
 
 
+def step_packages(step: Step, cfg: PipelineConfig) -> str:
+    """The key of STEP_PACKAGES an agent installs for `step`: ingest with the teacher needs the inference stack."""
+    return "teacher" if step.name == "ingest_dataset" and cfg.source == "teacher" else step.packages
+
+
 def build_pipeline(cfg: PipelineConfig):
     """Decorate the steps with this run's queues and return the pipeline function."""
     from clearml import PipelineDecorator
@@ -504,7 +512,7 @@ def build_pipeline(cfg: PipelineConfig):
     for step in STEPS:
         steps[step.name] = PipelineDecorator.component(
             return_values=[step.output], cache=step.cached, task_type=step.task_type, name=step.name,
-            execution_queue=cfg.queues.get(step.queue, step.queue), packages=STEP_PACKAGES[step.packages],
+            execution_queue=cfg.queues.get(step.queue, step.queue), packages=STEP_PACKAGES[step_packages(step, cfg)],
             helper_functions=[log_metrics, test_dirs, recall_curve, recall_by_set, evaluate_real, int8_hand_model],
             repo=None)(step.fn)
 

@@ -110,10 +110,10 @@ def _module_level_imports(path: str) -> set[str]:
     return names
 
 
-def _third_party(modules: set[str]) -> set[str]:
-    """Distributions the project's modules import when the step imports `modules`."""
+def _third_party(modules: set[str], then: str = "") -> set[str]:
+    """Distributions the project's modules import when the step imports `modules` (and runs `then`)."""
     code = ("import importlib, json, sys\n"
-            f"for m in {sorted(modules)!r}: importlib.import_module(m)\n"
+            f"for m in {sorted(modules)!r}: importlib.import_module(m)\n" + then +
             "print(json.dumps(sorted(getattr(m, '__file__', None) or '' for n, m in sys.modules.items()\n"
             "                        if n.split('.')[0] in ('shared', 'components', 'pipelines'))))")
     out = subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -153,6 +153,25 @@ def _closure(packages: list[str]) -> set[str]:
                 dep = dep.split(sep)[0]
             todo.append(dep.lower().replace("_", "-"))
     return seen
+
+
+def test_teacher_ingest_declares_the_teachers_packages() -> None:
+    """source=teacher: the ingest step runs the MediaPipe teacher (HandPipeline, ONNX Runtime, the
+    first-use ONNX export from torch); an agent must install what the project modules it then loads
+    import (the synthetic ingest's short list would not do)."""
+    from types import SimpleNamespace
+
+    from pipelines.full import STEP_PACKAGES, STEPS, step_packages
+
+    ingest = next(s for s in STEPS if s.name == "ingest_dataset")
+    assert step_packages(ingest, SimpleNamespace(source="synthetic")) == "data"
+    assert step_packages(ingest, SimpleNamespace(source="teacher")) == "teacher"
+    run = ("from components.autolabel import AutolabelConfig, _teacher\n"
+           "import numpy as np\n_teacher(AutolabelConfig()).process(np.zeros((96, 128, 3), np.uint8))\n")
+    needed = _third_party({"components.autolabel"}, then=run)
+    missing = {d for d in needed if d not in _closure(STEP_PACKAGES["teacher"])}
+    missing -= {"opencv-python", "opencv-python-headless"}  # either satisfies cv2; the list pins the headless one
+    assert not missing, f"the teacher imports {sorted(missing)}; STEP_PACKAGES['teacher'] lacks them"
 
 
 @pytest.mark.slow
