@@ -140,13 +140,13 @@ def gesture_hand(keypoints: np.ndarray, min_raise: float) -> tuple[int | None, s
 
 
 # --------------------------------------------------------------------------- tiles
-TILE_OVERLAP = 0.2  # of the photo's side: a hand smaller than this is whole in some tile
+TILE_OVERLAP = 0.2  # 2 x 2 tiles share this much of a side (N x N: / (N - 1)): a smaller hand lies whole in one
 TILE_DEDUP_IOU = 0.3  # a tile's hand overlapping a kept hand by more is the same hand
 
 
 def tile_windows(width: int, height: int, n: int) -> list[tuple[int, int, int, int]]:
-    """N x N overlapping windows (x0, y0, x1, y1) covering the image; each is (1 + overlap) / N
-    of a side, so neighbours share TILE_OVERLAP / N ... of the side. [] for n < 2."""
+    """N x N overlapping windows (x0, y0, x1, y1) covering the image; each is (1 + TILE_OVERLAP) / N
+    of a side, so neighbours share TILE_OVERLAP / (N - 1) of it. [] for n < 2."""
     if n < 2:
         return []
     frac = min(1.0, (1.0 + TILE_OVERLAP) / n)

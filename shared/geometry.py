@@ -356,7 +356,7 @@ def warp_roi_exact(image: np.ndarray, roi: Roi, out_size: int, border: str = "re
     """The crop of `roi` at the same source positions as `warp_roi`, without its 1/32-px steps and
     its rounding to uint8: (float32 [S, S, C] in 0..255, crop->image [2, 3] affine). Continuous in
     the ROI, so a 1e-4 px ROI difference moves the crop by ~1e-4 of a grey level (with `warp_roi`
-    it moves some pixels by a whole grey level); not MediaPipe's crop (within half a grey level)."""
+    it moves some pixels by a whole grey level); not MediaPipe's crop (up to ~1.5 grey levels apart)."""
     if border not in BORDERS:
         raise ValueError(f"border {border!r} is not one of {BORDERS}")
     m = np.array(_output_to_image(roi, out_size, out_size), np.float64)

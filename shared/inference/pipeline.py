@@ -138,8 +138,9 @@ class PipelineConfig(TrackerConfig):
     crop_sampling: str = option("mediapipe", "hand crop: 'mediapipe' = MediaPipe's crop bit for bit (source positions "
                                              "in 1/32 px, uint8 pixels); 'exact' = the same positions unrounded, "
                                              "float pixels: continuous in the ROI, so backends whose networks differ "
-                                             "by 1e-4 px (torch, ONNX Runtime) give answers that close end to end; "
-                                             "within ~0.01 px of MediaPipe's landmarks, not equal",
+                                             "by 1e-4 px (torch, ONNX Runtime) give answers that close on photos; "
+                                             "not MediaPipe's crop: landmarks a median 0.03 px, on some hands up to "
+                                             "1.7 px from MediaPipe's (docs/parity.md)",
                                 choices=["mediapipe", "exact"])
     keypoint_roi_expand: float = option(1.0, "'keypoints' landmark ROI: side = keypoint extent x (1 + this)")
     box_pad: float = option(0.1, "output box = landmark extent grown by this fraction on each side (landmarks "
