@@ -168,6 +168,9 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
     pose = args.pose or "pose" in args.model
+    for d in [*args.test_dir, *([args.data] if args.data else [])]:
+        if not Path(d).is_dir():
+            p.error(f"{d} is not a folder (--test_dir: HaGRID or YOLO test photos; --data: an autolabel dataset)")
     if args.teacher_only:
         rows = [teacher_recall(Path(d), t) for d in args.test_dir for t in (0, args.tiles)]
         Path(args.out).mkdir(parents=True, exist_ok=True)
